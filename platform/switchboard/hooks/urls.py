@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from switchboard.hooks import views
+
+app_name = "hooks"
+
+urlpatterns = [
+    path("webhook/<str:connector_id>/", views.webhook_inbound, name="webhook"),
+]

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from switchboard.pool.models import InferenceEndpoint
+
+
+@admin.register(InferenceEndpoint)
+class InferenceEndpointAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "url", "model", "enabled", "created_at"]
+    list_filter = ["enabled", "model"]
+    search_fields = ["name", "url"]

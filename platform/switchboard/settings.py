@@ -1,0 +1,173 @@
+"""Django settings, all from the environment (see README "Configuration").
+
+With DATABASE_URL / REDIS_URL unset the platform runs on its embedded default:
+PostgreSQL and Redis started (or reused) under var/.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+
+from switchboard import embedded
+from switchboard.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = embedded.REPO_ROOT
+
+
+def _secret_from_var(name: str, make: str) -> str:
+    """Dev-only: a secret generated once and kept under var/ (gitignored)."""
+    path: Path = embedded.var_dir() / name
+    if not path.exists():
+        path.write_text(make)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY") or _secret_from_var("secret_key", secrets.token_urlsafe(50))
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Fernet keys, comma-separated; the first encrypts, all decrypt (key rotation).
+SWITCHBOARD_ENCRYPTION_KEYS = env_list(
+    "SWITCHBOARD_ENCRYPTION_KEY",
+    [_secret_from_var("encryption_key", Fernet.generate_key().decode())],
+)
+
+DATABASE_URL = env_str("DATABASE_URL") or embedded.ensure_postgres()
+REDIS_URL = env_str("REDIS_URL") or embedded.ensure_redis()
+SWITCHBOARD_EMBEDDED = not (env_str("DATABASE_URL") and env_str("REDIS_URL"))
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "switchboard.core",
+    "switchboard.tenants",
+    "switchboard.bots",
+    "switchboard.conversations",
+    "switchboard.pool",
+    "switchboard.hooks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "switchboard.urls"
+WSGI_APPLICATION = "switchboard.wsgi.application"
+ASGI_APPLICATION = "switchboard.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or embedded.var_dir() / "static")
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Serving from the finders avoids a collectstatic step on the embedded default;
+# production images run collectstatic and turn this off.
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------------
+CELERY_BROKER_URL = embedded.celery_broker_url(REDIS_URL)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stalled-messages": {
+        "task": "switchboard.conversations.tasks.requeue_stalled_messages",
+        "schedule": 60.0,
+        "options": {"queue": "default"},
+    },
+}
+
+# --- Switchboard ------------------------------------------------------------------------
+# Inbound webhook bodies above this many bytes are refused with 413 before being read.
+SWITCHBOARD_WEBHOOK_MAX_BYTES = env_int("SWITCHBOARD_WEBHOOK_MAX_BYTES", 64 * 1024)
+# Outbound callbacks: seconds per attempt, and how many retries (exponential backoff).
+SWITCHBOARD_CALLBACK_TIMEOUT_S = env_int("SWITCHBOARD_CALLBACK_TIMEOUT_S", 15)
+SWITCHBOARD_CALLBACK_MAX_RETRIES = env_int("SWITCHBOARD_CALLBACK_MAX_RETRIES", 8)
+SWITCHBOARD_CALLBACK_BACKOFF_BASE_S = env_int("SWITCHBOARD_CALLBACK_BACKOFF_BASE_S", 5)
+SWITCHBOARD_CALLBACK_BACKOFF_MAX_S = env_int("SWITCHBOARD_CALLBACK_BACKOFF_MAX_S", 3600)
+# A received message with no reply after this long is re-enqueued by the beat sweeper.
+SWITCHBOARD_STALLED_AFTER_S = env_int("SWITCHBOARD_STALLED_AFTER_S", 120)
+# Inference deadlines (seconds).
+SWITCHBOARD_INFERENCE_CONNECT_S = env_int("SWITCHBOARD_INFERENCE_CONNECT_S", 2)
+SWITCHBOARD_INFERENCE_FIRST_TOKEN_S = env_int("SWITCHBOARD_INFERENCE_FIRST_TOKEN_S", 30)
+SWITCHBOARD_INFERENCE_TOTAL_S = env_int("SWITCHBOARD_INFERENCE_TOTAL_S", 120)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # pgserver narrates every handle it opens and closes at INFO.
+    "loggers": {"pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}

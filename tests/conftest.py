@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from connectors.webhook import sign_headers
+from tests.support import processes
+from tests.support.receiver import CallbackReceiver
+
+QUEUES = ("realtime", "chat", "default")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # CI runs every real component; a skip there means something silently did not run.
+    if not os.environ.get("SWITCHBOARD_FAIL_ON_SKIP") or session.exitstatus != 0:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        print(f"\n{skipped} test(s) skipped, and SWITCHBOARD_FAIL_ON_SKIP is set: failing.")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Settings start the embedded servers when DATABASE_URL / REDIS_URL are unset; the
+    # test session stops what it started and leaves alone what someone else runs.
+    from switchboard import embedded
+
+    if "postgres" in embedded.STARTED_HERE:
+        embedded.stop_postgres()
+    if "redis" in embedded.STARTED_HERE:
+        embedded.stop_redis()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queued_tasks(redis_client: redis.Redis) -> Callable[[], int]:
+    """How many task messages wait in the broker's queues right now."""
+    return lambda: sum(int(redis_client.llen(queue)) for queue in QUEUES)
+
+
+@pytest.fixture
+def purge_queues(redis_client: redis.Redis) -> None:
+    redis_client.delete(*QUEUES)
+
+
+@pytest.fixture
+def tenant(db: None) -> Any:
+    from switchboard.tenants.models import Tenant
+
+    return Tenant.objects.create(name="Acme", slug=f"acme-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def bot(tenant: Any) -> Any:
+    from switchboard.bots.services import bot_create
+
+    return bot_create(
+        tenant=tenant,
+        name="Helper",
+        system_prompt="You are {terse}.",
+        history_window=4,
+        max_tokens=64,
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    with CallbackReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def connector(bot: Any, receiver: CallbackReceiver) -> Any:
+    from switchboard.bots.services import connector_create_webhook
+
+    return connector_create_webhook(bot=bot, name="Orders", callback_url=receiver.url)
+
+
+@pytest.fixture
+def post_webhook(live_server: Any) -> Callable[..., httpx.Response]:
+    """POST a (by default correctly signed) webhook to a connector over real HTTP."""
+
+    def post(
+        connector: Any,
+        payload: dict[str, Any] | bytes | str,
+        *,
+        secret: str | None = None,
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+        connector_id: str | None = None,
+    ) -> httpx.Response:
+        if isinstance(payload, dict):
+            body = json.dumps(payload)
+        elif isinstance(payload, bytes):
+            body = payload.decode("utf-8", errors="surrogateescape")
+        else:
+            body = payload
+        raw = payload if isinstance(payload, bytes) else body.encode()
+        sent: dict[str, str] = {"content-type": "application/json"}
+        if sign:
+            sent.update(
+                sign_headers(
+                    secret=secret or connector.secret, event_id=f"msg_{uuid.uuid4().hex}", body=body
+                )
+            )
+        sent.update(headers or {})
+        target = connector_id or str(connector.pk)
+        return httpx.post(
+            f"{live_server.url}/hooks/webhook/{target}/", content=raw, headers=sent, timeout=30
+        )
+
+    return post
+
+
+@pytest.fixture(scope="session")
+def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with processes.simulator(tmp_path_factory.mktemp("sim")) as url:
+        yield url
+
+
+@pytest.fixture
+def endpoint(db: None, simulator_url: str) -> Any:
+    from switchboard.pool.models import InferenceEndpoint
+
+    return InferenceEndpoint.objects.create(name="sim-1", url=simulator_url)
+
+
+@pytest.fixture(scope="session")
+def worker_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("worker")
