@@ -140,3 +140,40 @@ def test_history_of_the_conversation_reaches_the_prompt(
     # The second prompt carried the first exchange, so it was longer.
     assert replies[1].prompt_tokens > replies[0].prompt_tokens + 5
     assert replies[0].conversation_id == replies[1].conversation_id
+
+
+@pytest.mark.parametrize("state", ["queue entry lost", "worker died mid-claim"])
+def test_sweeper_recovers_work_that_redis_forgot(worker, endpoint, connector, receiver, state):
+    """PostgreSQL is the ledger: a message whose task vanished is still answered."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from connectors.base import InboundMessage
+    from switchboard.conversations import services
+    from switchboard.conversations.tasks import requeue_stalled_messages
+
+    # Stored as the ingress would, but its enqueue never reached the broker.
+    inbound = InboundMessage(
+        channel="webhook",
+        provider_message_id="lost-1",
+        user_id="erin",
+        conversation_key="user:erin",
+        text="are you there?",
+    )
+    message = services.message_receive(connector=connector, inbound=inbound).message
+    wait_until(receiver.accepted, timeout=TIMEOUT, what="the normal reply")
+    receiver.requests.clear()
+    Message.objects.filter(direction="out").delete()
+    long_ago = timezone.now() - timedelta(hours=1)
+    status = "received" if state == "queue entry lost" else "processing"
+    Message.objects.filter(pk=message.pk).update(
+        status=status, created_at=long_ago, claimed_at=long_ago
+    )
+
+    counts = requeue_stalled_messages.apply().get()
+    assert counts["generations"] == 1
+    assert counts["released"] == (1 if status == "processing" else 0)
+
+    delivered = wait_until(receiver.accepted, timeout=TIMEOUT, what="the recovered reply")
+    assert json.loads(delivered[0].body)["data"]["message_id"] == "lost-1"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 
 from switchboard.bots.models import Bot, Connector
 
@@ -11,6 +12,7 @@ class ConnectorInline(admin.TabularInline):  # type: ignore[type-arg]
     fields = ["name", "kind", "callback_url", "enabled", "last_error"]
     readonly_fields = ["last_error"]
     show_change_link = True
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Bot)
@@ -29,3 +31,4 @@ class ConnectorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     readonly_fields = ["id", "last_error", "last_error_at", "created_at"]
     # The secret is write-only here: the admin never renders it back into a page.
     exclude = ["secret"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from switchboard import celery_app, embedded
-from switchboard.core.demo import demo_seed
+from switchboard.core.demo import DEMO_CALLBACK_URL, demo_seed
 from switchboard.core.launcher import (
     Supervisor,
     environ_for_children,
@@ -57,6 +57,12 @@ class Command(BaseCommand):
             default=8,
             help="Worker threads (inference calls mostly wait on the GPU).",
         )
+        parser.add_argument(
+            "--demo-callback-url",
+            default=DEMO_CALLBACK_URL,
+            help="Callback URL given to the demo connector when it is first created "
+            "(`dev.py send` listens there to show the reply).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         var = embedded.var_dir()
@@ -70,7 +76,7 @@ class Command(BaseCommand):
             f"http://127.0.0.1:{options['simulator_port'] + i}"
             for i in range(options["simulators"])
         ]
-        demo = demo_seed(endpoint_urls=sim_urls)
+        demo = demo_seed(endpoint_urls=sim_urls, callback_url=options["demo_callback_url"])
 
         supervisor = Supervisor(
             env=environ_for_children(
