@@ -1,58 +1,90 @@
-"""Failover across several endpoints, with conversation affinity.
+"""The GPU pool: routing, health, circuit breaking, admission and failover.
 
-Ranking uses rendezvous (highest-random-weight) hashing: each (key, endpoint) pair gets a
-pseudo-random weight and the endpoint with the highest weight wins. A conversation thus
-keeps landing on the replica that already holds its KV-cache prefix, and adding or
-removing a replica only moves the conversations that ranked it first.
+One `Pool` per process. For every request it:
+1. takes the endpoints serving the model that are healthy, not draining, whose breaker
+   allows traffic and that this request has not tried yet;
+2. ranks them with the routing strategy (session affinity by default);
+3. waits for a slot in admission control (bounded per-endpoint concurrency, a bounded
+   queue served by priority and fair across tenants);
+4. sends the request; a failure before the first token that another replica could
+   survive moves on to the next endpoint within the request's deadline. A stream that
+   fails after tokens were yielded raises `PartialFailure` and is never restarted.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from inference.admission import AdmissionController, NoCandidates
+from inference.breaker import BreakerState, CircuitBreaker
 from inference.client import VLLMClient
+from inference.discovery import Discovery, StaticDiscovery
+from inference.strategies import Candidate, RoutingStrategy, SessionAffinity, strategy_by_name
 from inference.types import (
+    Busy,
     ChatRequest,
     ChatResult,
     Endpoint,
+    EngineStats,
     InferenceError,
+    InferenceTimeout,
     PartialFailure,
     PoolUnavailable,
+    RouteContext,
+    Timeouts,
+    TokenDelta,
 )
 
 logger = logging.getLogger(__name__)
 
 
-def rendezvous_weight(affinity_key: str, endpoint_url: str) -> int:
-    # hashlib rather than hash(): str hashing is salted per process, and every web worker
-    # must agree on the ranking for affinity to mean anything.
-    digest = hashlib.sha256(
-        affinity_key.encode("utf-8") + b"\x00" + endpoint_url.encode("utf-8")
-    ).digest()
-    return int.from_bytes(digest[:8], "big")
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: Endpoint
+    in_flight: int
+    breaker: BreakerState
+    stats: EngineStats | None
 
 
 class Pool:
     def __init__(
         self,
-        endpoints: Sequence[Endpoint],
+        discovery: Discovery | Sequence[Endpoint],
         *,
+        strategy: RoutingStrategy | None = None,
         client_factory: Callable[[Endpoint], VLLMClient] | None = None,
+        timeouts: Timeouts = Timeouts(),
+        max_queue: int = 1024,
+        breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._endpoints: tuple[Endpoint, ...] = tuple(endpoints)
-        self._client_factory: Callable[[Endpoint], VLLMClient] = client_factory or VLLMClient
-        # Clients are kept per endpoint so their HTTP connections are reused across calls.
-        self._clients: dict[Endpoint, VLLMClient] = {}
+        self._discovery: Discovery = (
+            StaticDiscovery(discovery) if isinstance(discovery, Sequence) else discovery
+        )
+        self.strategy: RoutingStrategy = strategy or SessionAffinity()
+        self.timeouts = timeouts
+        self._client_factory: Callable[[Endpoint], VLLMClient] = client_factory or (
+            lambda endpoint: VLLMClient(endpoint, timeouts=timeouts)
+        )
+        self._breaker_factory = breaker_factory
+        self._clock = clock
         self._lock = threading.Lock()
-
-    @property
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        return self._endpoints
+        # Keyed by URL: a change of weight or draining flag is the same server.
+        self._clients: dict[str, VLLMClient] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._stats: dict[str, EngineStats] = {}
+        # Strategies keep state (round-robin counters, ring caches): one per name.
+        self._strategies: dict[str, RoutingStrategy] = {self.strategy.name: self.strategy}
+        self.admission = AdmissionController(
+            max_queue=max_queue, claim=lambda e: self.breaker(e).try_acquire(), clock=clock
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -72,52 +104,197 @@ class Pool:
         for client in clients:
             client.close()
 
-    def order(self, affinity_key: str) -> list[Endpoint]:
-        """All endpoints, best first, for this affinity key."""
-        return sorted(
-            self._endpoints,
-            # The url tie-break keeps the order total even for (astronomically unlikely)
-            # equal weights, so every process ranks identically.
-            key=lambda ep: (-rendezvous_weight(affinity_key, ep.url), ep.url),
-        )
+    # -- state ----------------------------------------------------------------------------
 
-    def chat(self, request: ChatRequest, *, affinity_key: str, stream: bool = True) -> ChatResult:
-        """Try endpoints in affinity order until one answers.
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._discovery.endpoints())
 
-        Only retryable errors raised before any token arrived move on to the next
-        endpoint; a `PartialFailure` or a non-retryable error propagates immediately,
-        because another replica would either duplicate visible output or fail the same way.
+    def breaker(self, endpoint: Endpoint) -> CircuitBreaker:
+        with self._lock:
+            breaker = self._breakers.get(endpoint.url)
+            if breaker is None:
+                breaker = self._breakers[endpoint.url] = self._breaker_factory()
+            return breaker
+
+    def update_stats(self, endpoint: Endpoint, stats: EngineStats, *, kick: bool = True) -> None:
+        """Feed in a health/metrics observation (from a `HealthMonitor` or elsewhere).
+
+        `kick=False` is for callers that may run inside admission (a discovery refreshed
+        while ranking): dispatching from there would re-enter the admission lock.
         """
-        if not self._endpoints:
-            raise PoolUnavailable(message="no endpoints configured")
-        candidates = [ep for ep in self.order(affinity_key) if ep.model == request.model]
-        if not candidates:
-            served = sorted({ep.model for ep in self._endpoints})
-            raise PoolUnavailable(
-                message=f"no endpoint serves model {request.model!r} (configured: {served})"
+        with self._lock:
+            self._stats[endpoint.url] = stats
+        if kick:
+            # Recovered capacity may let queued requests through.
+            self.admission.kick()
+
+    def stats(self, endpoint: Endpoint) -> EngineStats | None:
+        with self._lock:
+            return self._stats.get(endpoint.url)
+
+    def snapshot(self) -> list[EndpointStatus]:
+        return [
+            EndpointStatus(
+                endpoint=e,
+                in_flight=self.admission.in_flight(e),
+                breaker=self.breaker(e).state,
+                stats=self.stats(e),
             )
+            for e in self.endpoints()
+        ]
+
+    # -- routing --------------------------------------------------------------------------
+
+    def candidates(
+        self, request: ChatRequest, ctx: RouteContext, exclude: frozenset[str] = frozenset()
+    ) -> list[Endpoint]:
+        """Endpoints that may take this request now, best first."""
+        usable: list[Candidate] = []
+        for endpoint in self.endpoints():
+            if endpoint.model != request.model or endpoint.draining or endpoint.url in exclude:
+                continue
+            stats = self.stats(endpoint)
+            if stats is not None and not stats.healthy:
+                continue
+            if not self.breaker(endpoint).available():
+                continue
+            usable.append(
+                Candidate(
+                    endpoint=endpoint,
+                    in_flight=self.admission.in_flight(endpoint),
+                    waiting=stats.waiting if stats else 0.0,
+                    kv_cache_usage=stats.kv_cache_usage if stats else 0.0,
+                )
+            )
+        return [c.endpoint for c in self._strategy(ctx.strategy).rank(usable, ctx)]
+
+    def _strategy(self, name: str) -> RoutingStrategy:
+        if not name:
+            return self.strategy
+        with self._lock:
+            strategy = self._strategies.get(name)
+            if strategy is None:
+                strategy = self._strategies[name] = strategy_by_name(name)
+            return strategy
+
+    # -- requests -------------------------------------------------------------------------
+
+    def chat(
+        self, request: ChatRequest, ctx: RouteContext = RouteContext(), *, stream: bool = True
+    ) -> ChatResult:
+        items = self.stream(request, ctx) if stream else self.run(request, ctx, stream=False)
+        for item in items:
+            if isinstance(item, ChatResult):
+                return item
+        raise PoolUnavailable(message="no result")  # unreachable: streams end with a result
+
+    def stream(
+        self, request: ChatRequest, ctx: RouteContext = RouteContext()
+    ) -> Iterator[TokenDelta | ChatResult]:
+        """Yield tokens as they arrive from whichever endpoint serves the request, then
+        one `ChatResult`."""
+        return self.run(request, ctx, stream=True)
+
+    def run(
+        self, request: ChatRequest, ctx: RouteContext, *, stream: bool
+    ) -> Iterator[TokenDelta | ChatResult]:
+        """`stream()` with a choice: `stream=False` asks each endpoint for one JSON
+        response, so nothing but the final `ChatResult` is yielded."""
+        started = self._clock()
+        deadline = started + (ctx.deadline_s if ctx.deadline_s is not None else self.timeouts.total)
+        tried: set[str] = set()
         attempts: list[InferenceError] = []
-        for endpoint in candidates:
+        queued_s = 0.0
+        while True:
+            exclude = frozenset(tried)
             try:
-                return self._client(endpoint).chat(request, stream=stream)
+                slot = self.admission.acquire(
+                    lambda ex=exclude: self.candidates(request, ctx, ex), ctx, deadline
+                )
+            except NoCandidates:
+                raise self._unavailable(request, attempts) from None
+            except Busy as busy:
+                if not attempts:
+                    raise
+                # Failing over found no free capacity in time: report what was tried.
+                raise PoolUnavailable([*attempts, busy]) from busy
+            queued_s += slot.waited_s
+            endpoint = slot.endpoint
+            tried.add(endpoint.url)
+            breaker = self.breaker(endpoint)
+            client = self._client(endpoint)
+            budget = deadline - self._clock()
+            recorded = False
+            try:
+                if stream:
+                    items: Iterator[TokenDelta | ChatResult] = client.stream_chat(
+                        request, budget_s=budget
+                    )
+                else:
+                    items = iter([client.chat(request, stream=False, budget_s=budget)])
+                for item in items:
+                    if isinstance(item, ChatResult):
+                        breaker.record_success()
+                        recorded = True
+                        # Free the slot before handing over the result: a caller that
+                        # stops iterating here would otherwise hold it until GC.
+                        slot.release()
+                        yield dataclasses.replace(
+                            item, queued_ms=queued_s * 1000.0, attempts=len(tried)
+                        )
+                        return
+                    yield item
             except PartialFailure:
+                breaker.record_failure()
+                recorded = True
                 raise
             except InferenceError as exc:
+                recorded = True
                 if not exc.retryable:
+                    # The request's own fault (e.g. context too long): the endpoint is fine.
+                    breaker.release()
                     raise
+                if isinstance(exc, InferenceTimeout) and self._clock() >= deadline:
+                    # The caller's own deadline ran out: no verdict on the endpoint.
+                    breaker.release()
+                else:
+                    breaker.record_failure()
+                attempts.append(exc)
                 logger.warning(
-                    "endpoint %s failed (%s: %s); trying next",
+                    "endpoint %s failed before the first token (%s: %s); failing over",
                     endpoint.name,
                     type(exc).__name__,
                     exc.message,
                 )
-                attempts.append(exc)
-        raise PoolUnavailable(attempts)
+                if self._clock() >= deadline:
+                    raise PoolUnavailable(attempts) from exc
+            finally:
+                if not recorded:
+                    # Abandoned by the caller (or an unexpected error): no verdict on the
+                    # endpoint, but a half-open breaker's probe must not stay taken.
+                    breaker.release()
+                slot.release()
+
+    def _unavailable(self, request: ChatRequest, attempts: list[InferenceError]) -> PoolUnavailable:
+        if attempts:
+            return PoolUnavailable(attempts)
+        endpoints = self.endpoints()
+        serving = [e for e in endpoints if e.model == request.model]
+        if not endpoints:
+            return PoolUnavailable(message="no inference endpoints are configured")
+        if not serving:
+            served = sorted({e.model for e in endpoints})
+            return PoolUnavailable(
+                message=f"no endpoint serves model {request.model!r} (configured: {served})"
+            )
+        return PoolUnavailable(
+            message=f"none of the {len(serving)} endpoint(s) serving {request.model!r} is "
+            "available (unhealthy, draining or circuit open)"
+        )
 
     def _client(self, endpoint: Endpoint) -> VLLMClient:
         with self._lock:
-            client = self._clients.get(endpoint)
+            client = self._clients.get(endpoint.url)
             if client is None:
-                client = self._client_factory(endpoint)
-                self._clients[endpoint] = client
+                client = self._clients[endpoint.url] = self._client_factory(endpoint)
             return client

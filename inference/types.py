@@ -7,17 +7,34 @@ endpoint serving the same model plausibly succeed with the same request?
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One OpenAI-compatible (vLLM) server; `url` is the base, without `/v1`."""
+    """One OpenAI-compatible (vLLM) server; `url` is the base, without `/v1`.
+
+    `weight` scales its share of traffic (a node with two GPUs behind one server may take
+    twice the load); `max_concurrency` bounds the requests this process sends it at once;
+    a `draining` endpoint finishes what it has and takes nothing new.
+    """
 
     name: str
     url: str
     model: str
+    weight: float = 1.0
+    max_concurrency: int = 32
+    draining: bool = False
+
+
+class Priority(enum.IntEnum):
+    """Lower value is served first when the pool is saturated."""
+
+    REALTIME = 0  # voice: a speaker is waiting with an open microphone
+    CHAT = 1
+    BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,43 @@ class ChatRequest:
     messages: tuple[dict[str, str], ...] | list[dict[str, str]]
     max_tokens: int
     temperature: float
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """Who is asking, for routing and admission: not sent to the model server."""
+
+    affinity_key: str = ""
+    tenant: str = ""
+    priority: Priority = Priority.CHAT
+    # A routing strategy name for this request (e.g. a bot's setting); "" uses the
+    # pool's default.
+    strategy: str = ""
+    # Seconds the whole call (queueing, every failover attempt) may take; None: the
+    # client's own total timeout.
+    deadline_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """A piece of streamed output text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What an endpoint's /health and /metrics said at its last scrape."""
+
+    healthy: bool
+    running: float = 0.0
+    waiting: float = 0.0
+    kv_cache_usage: float = 0.0
+    prefix_cache_hit_rate: float | None = None
+    error: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -39,6 +93,9 @@ class ChatResult:
     ttft_ms: float
     latency_ms: float
     endpoint: Endpoint
+    # Seconds spent waiting for admission before the first attempt, and endpoints tried.
+    queued_ms: float = 0.0
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,6 +190,13 @@ class PartialFailure(InferenceError):
     ) -> None:
         super().__init__(message, endpoint=endpoint, status_code=status_code)
         self.partial_text = partial_text
+
+
+class Busy(InferenceError):
+    """Admission refused: every endpoint is at its concurrency budget and the wait queue
+    is full, or the request's deadline passed while it waited. Try again later."""
+
+    retryable = False
 
 
 class PoolUnavailable(InferenceError):

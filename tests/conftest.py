@@ -40,6 +40,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         embedded.stop_redis()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_worker_pool() -> Iterator[None]:
+    # The per-process pool caches endpoints; tests replace them wholesale.
+    yield
+    from switchboard.pool.runtime import worker_pool_reset
+
+    worker_pool_reset()
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     from django.conf import settings

@@ -3,7 +3,11 @@ integration tests, local development and load experiments without a GPU.
 
 Replies are deterministic and plainly marked as simulated. Status codes, error bodies,
 SSE framing and metric names mirror vLLM so that client code exercised here behaves the
-same against the real thing.
+same against the real thing. Timing comes from the model in `inference.simulator.engine`,
+failures on demand from `inference.simulator.faults`.
+
+Besides vLLM's routes the app has one simulator-only route, ``/_sim/faults``: GET returns
+the current fault settings, POST a JSON object with any of them changes them at run time.
 """
 
 from __future__ import annotations
@@ -23,19 +27,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from inference.simulator.config import SimulatorConfig
+from inference.simulator.engine import Engine
+from inference.simulator.faults import FaultInjector, FaultPlan, FaultSettingsError
 from inference.simulator.metrics import SimulatorMetrics
-from inference.simulator.tokens import count_prompt_tokens, simulated_reply, tokenize
+from inference.simulator.protocol import (
+    CHARS_PER_TOKEN_BOUND,
+    RequestError,
+    bad_request,
+    characters_error,
+    context_error,
+    parse_chat,
+    parse_tokenize,
+    sse,
+)
+from inference.simulator.reply import ReplyOutput, cut_reply, natural_reply
+from inference.simulator.responses import BrokenResponse, HangResponse, SimulatedCrash
+from inference.simulator.tokens import encode, render_chatml, tokenize
 
 VERSION = "0.0.0-switchboard-simulator"
 
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    model: str = "Qwen/Qwen-7B-Chat"
-    max_model_len: int = 8192
-    ttft_ms: float = 20.0
-    token_ms: float = 5.0
-    name: str = "sim-1"
+__all__ = ["VERSION", "SimulatorConfig", "create_app"]
 
 
 @dataclass(frozen=True)
@@ -44,79 +56,42 @@ class _Generation:
 
     request_id: str
     created: int
-    pieces: tuple[str, ...]
-    finish_reason: str
-    prompt_tokens: int
+    prompt_ids: tuple[int, ...]
+    output: ReplyOutput
     include_usage: bool
+    faults: FaultPlan
 
     def usage(self) -> dict[str, Any]:
-        completion = len(self.pieces)
+        prompt = len(self.prompt_ids)
+        completion = len(self.output.pieces)
         return {
-            "prompt_tokens": self.prompt_tokens,
-            "total_tokens": self.prompt_tokens + completion,
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion,
             "completion_tokens": completion,
             "prompt_tokens_details": None,
         }
 
-
-class _RequestError(Exception):
-    def __init__(self, status: int, err_type: str, message: str, param: str | None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.err_type = err_type
-        self.message = message
-        self.param = param
-
-    def response(self) -> JSONResponse:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.err_type,
-                "param": self.param,
-                "code": self.status,
-            }
-        }
-        return JSONResponse(body, status_code=self.status)
+    @property
+    def die_at(self) -> int | None:
+        """How many tokens go out before an injected crash, if one is planned."""
+        after = self.faults.die_after_tokens
+        if after is None:
+            return None
+        return min(after, len(self.output.pieces) - 1)
 
 
-def _bad_request(message: str, param: str | None = None) -> _RequestError:
-    return _RequestError(400, "BadRequestError", message, param)
-
-
-def _sse(payload: dict[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n"
-
-
-def _normalise_messages(raw: Any) -> list[dict[str, str]]:
-    if not isinstance(raw, list) or not raw:
-        raise _bad_request("'messages' must be a non-empty list", "messages")
-    messages: list[dict[str, str]] = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
-            raise _bad_request("each message needs a string 'role'", "messages")
-        content = item.get("content")
-        if content is None:
-            text = ""
-        elif isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            # OpenAI content parts; only text parts mean anything to a text-only model.
-            text = "".join(
-                str(part.get("text", ""))
-                for part in content
-                if isinstance(part, dict) and part.get("type") == "text"
-            )
-        else:
-            raise _bad_request("message 'content' must be a string or a list", "messages")
-        messages.append({"role": item["role"], "content": text})
-    return messages
+async def _client_gone(request: Request) -> None:
+    # The body has been read, so the next ASGI message can only be the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
-        self.metrics = SimulatorMetrics(config.model, config.max_model_len)
+        self.metrics = SimulatorMetrics(config.model)
+        self.engine = Engine(config.engine, self.metrics)
+        self.faults = FaultInjector(config.faults, config.seed)
         self.started = int(time.time())
 
     # -- plain endpoints ------------------------------------------------------------------
@@ -158,126 +133,144 @@ class _Simulator:
     async def metrics_endpoint(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    async def tokenize_endpoint(self, request: Request) -> Response:
+        try:
+            params = parse_tokenize(await _json_body(request), self.config)
+        except RequestError as exc:
+            return exc.response()
+        if params.messages is not None:
+            text = render_chatml(
+                params.messages, add_generation_prompt=params.add_generation_prompt
+            )
+        else:
+            text = params.prompt or ""
+        pieces = tokenize(text)
+        return JSONResponse(
+            {
+                "count": len(pieces),
+                "max_model_len": self.config.max_model_len,
+                "tokens": encode(pieces),
+                "token_strs": pieces if params.return_token_strs else None,
+            }
+        )
+
+    async def faults_endpoint(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                changes = await _json_body(request)
+                if not isinstance(changes, dict):
+                    raise bad_request("fault settings must be a JSON object")
+                self.faults.update(changes)
+            except RequestError as exc:
+                return exc.response()
+            except FaultSettingsError as exc:
+                return bad_request(str(exc), exc.param).response()
+        return JSONResponse(self.faults.settings.as_dict())
+
     # -- chat completions -----------------------------------------------------------------
 
     async def chat(self, request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return _bad_request("request body is not valid JSON").response()
-        try:
-            generation, stream = self._plan(body)
-        except _RequestError as exc:
+            generation, stream = self._plan(await _json_body(request))
+        except RequestError as exc:
             return exc.response()
+        plan = generation.faults
+        if plan.error:
+            return RequestError(
+                503,
+                "ServiceUnavailableError",
+                "simulated fault: the engine failed this request; retrying may succeed",
+                None,
+            ).response()
+        if plan.hang:
+            return HangResponse()
         if stream:
             return StreamingResponse(self._stream(generation), media_type="text/event-stream")
-        pieces: list[str] = []
-        async with aclosing(self._generate(generation)) as tokens:
-            async for piece in tokens:
-                pieces.append(piece)
-        message = {"role": "assistant", "content": "".join(pieces), "tool_calls": []}
+        return await self._complete(request, generation)
+
+    def _plan(self, body: Any) -> tuple[_Generation, bool]:
+        cfg = self.config
+        params = parse_chat(body, cfg)
+        rendered = render_chatml(params.messages)
+        if len(rendered) > CHARS_PER_TOKEN_BOUND * cfg.max_model_len:
+            raise characters_error(len(rendered), cfg.max_model_len)
+        prompt_pieces = tokenize(rendered)
+        if len(prompt_pieces) >= cfg.max_model_len:
+            raise context_error(len(prompt_pieces), cfg.max_model_len)
+        # Whatever room the prompt leaves is a hard cap: running out of context is a
+        # "length" finish, not an error.
+        limit = cfg.max_model_len - len(prompt_pieces)
+        if params.max_tokens is not None:
+            limit = min(limit, params.max_tokens)
+        natural = natural_reply(
+            cfg.model,
+            cfg.name,
+            params.messages,
+            seed=cfg.seed if params.seed is None else params.seed,
+            temperature=params.temperature,
+            min_tokens=cfg.reply_min_tokens,
+            max_tokens=cfg.reply_max_tokens,
+        )
+        generation = _Generation(
+            request_id=f"chatcmpl-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            prompt_ids=tuple(encode(prompt_pieces)),
+            output=cut_reply(natural, limit, params.stop),
+            include_usage=params.include_usage,
+            # Drawn only for valid requests, so bad input never shifts the fault sequence.
+            faults=self.faults.draw(),
+        )
+        return generation, params.stream
+
+    def _tokens(self, gen: _Generation) -> AsyncGenerator[int, None]:
+        return self.engine.generate(
+            gen.prompt_ids,
+            encode(gen.output.pieces),
+            finish_reason=gen.output.finish_reason,
+            spike_ms=gen.faults.spike_ms,
+        )
+
+    async def _complete(self, request: Request, gen: _Generation) -> Response:
+        async def run() -> bool:
+            async with aclosing(self._tokens(gen)) as tokens:
+                async for index in tokens:
+                    # Leaving early closes the generator, so no success is recorded.
+                    if gen.die_at is not None and index + 1 >= max(1, gen.die_at):
+                        return False
+            return True
+
+        work = asyncio.ensure_future(run())
+        gone = asyncio.ensure_future(_client_gone(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():
+                work.cancel()
+            # Gathered, not awaited one by one, so our own cancellation is never swallowed.
+            await asyncio.gather(work, gone, return_exceptions=True)
+        if work.cancelled():
+            # Nobody is listening any more; cancelling `work` already freed the engine.
+            return Response(status_code=499)
+        message = {"role": "assistant", "content": gen.output.text, "tool_calls": []}
         choice = {
             "index": 0,
             "message": message,
             "logprobs": None,
-            "finish_reason": generation.finish_reason,
-            "stop_reason": None,
+            "finish_reason": gen.output.finish_reason,
+            "stop_reason": gen.output.stop_reason,
         }
-        return JSONResponse(
-            {
-                "id": generation.request_id,
-                "object": "chat.completion",
-                "created": generation.created,
-                "model": self.config.model,
-                "choices": [choice],
-                "usage": generation.usage(),
-            }
-        )
-
-    def _plan(self, body: Any) -> tuple[_Generation, bool]:
-        """Validate like vLLM does, in the same order, and decide the output."""
-        cfg = self.config
-        if not isinstance(body, dict):
-            raise _bad_request("request body must be a JSON object")
-        # vLLM falls back to the served model when the field is omitted.
-        model = body.get("model", cfg.model)
-        if model != cfg.model:
-            raise _RequestError(
-                404, "NotFoundError", f"The model `{model}` does not exist.", "model"
-            )
-        messages = _normalise_messages(body.get("messages"))
-        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-        if max_tokens is not None:
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-                raise _bad_request("'max_tokens' must be a positive integer")
-            if max_tokens > cfg.max_model_len:
-                raise _bad_request(
-                    f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. "
-                    f"This model's maximum context length is {cfg.max_model_len} tokens.",
-                    "max_tokens",
-                )
-        temperature = body.get("temperature", 1.0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise _bad_request("'temperature' must be a number", "temperature")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise _bad_request("'stream' must be a boolean", "stream")
-        options = body.get("stream_options") or {}
-        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-
-        prompt_tokens = count_prompt_tokens(messages)
-        if prompt_tokens >= cfg.max_model_len:
-            raise _bad_request(
-                f"This model's maximum context length is {cfg.max_model_len} tokens. "
-                f"However, your request has {prompt_tokens} input tokens. "
-                "Please reduce the length of the input messages.",
-                "input_tokens",
-            )
-        # Whatever room the prompt leaves is a hard cap: running out of context is a
-        # "length" finish, not an error.
-        limit = cfg.max_model_len - prompt_tokens
-        if max_tokens is not None:
-            limit = min(limit, max_tokens)
-        pieces = tokenize(simulated_reply(cfg.model, cfg.name, messages))
-        finish_reason = "length" if len(pieces) > limit else "stop"
-        generation = _Generation(
-            request_id=f"chatcmpl-{uuid.uuid4().hex}",
-            created=int(time.time()),
-            pieces=tuple(pieces[:limit]),
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            include_usage=include_usage,
-        )
-        return generation, stream
-
-    async def _generate(self, gen: _Generation) -> AsyncGenerator[str, None]:
-        """Yield output pieces at the configured pace while keeping metrics honest.
-
-        Both response styles consume this one generator, which is what guarantees that
-        streamed pieces join up to exactly the non-streamed text.
-        """
-        metrics = self.metrics
-        started = time.perf_counter()
-        metrics.running.inc()
-        held = gen.prompt_tokens
-        metrics.hold_kv(held)
-        try:
-            await asyncio.sleep(self.config.ttft_ms / 1000.0)
-            metrics.prompt_tokens.inc(gen.prompt_tokens)
-            metrics.ttft.observe(time.perf_counter() - started)
-            for index, piece in enumerate(gen.pieces):
-                if index:
-                    await asyncio.sleep(self.config.token_ms / 1000.0)
-                metrics.generation_tokens.inc()
-                metrics.hold_kv(1)
-                held += 1
-                yield piece
-            metrics.success(gen.finish_reason)
-            metrics.e2e.observe(time.perf_counter() - started)
-        finally:
-            # Runs on client disconnect too, so the running gauge never leaks.
-            metrics.running.dec()
-            metrics.hold_kv(-held)
+        body = {
+            "id": gen.request_id,
+            "object": "chat.completion",
+            "created": gen.created,
+            "model": self.config.model,
+            "choices": [choice],
+            "usage": gen.usage(),
+        }
+        if not work.result():
+            return BrokenResponse(json.dumps(body).encode())
+        return JSONResponse(body)
 
     async def _stream(self, gen: _Generation) -> AsyncIterator[str]:
         base = {
@@ -288,30 +281,30 @@ class _Simulator:
         }
 
         def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "delta": delta,
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-            if finish_reason is not None:
-                choice["stop_reason"] = None
-            return _sse({**base, "choices": [choice]})
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return sse({**base, "choices": [choice]})
 
-        first = True
-        async with aclosing(self._generate(gen)) as tokens:
-            async for piece in tokens:
-                if first:
+        async with aclosing(self._tokens(gen)) as tokens:
+            async for index in tokens:
+                if index == 0:
                     # vLLM sends the role once prefill is done, just ahead of the first token.
                     yield chunk({"role": "assistant", "content": ""})
-                    first = False
-                yield chunk({"content": piece})
-        if first:
-            yield chunk({"role": "assistant", "content": ""})
-        yield chunk({"content": ""}, gen.finish_reason)
+                if index == gen.die_at:
+                    raise SimulatedCrash("simulated fault: worker died mid-stream")
+                delta = gen.output.deltas[index]
+                if delta:  # the part of a token that began a stop string is never shown
+                    yield chunk({"content": delta})
+        yield chunk({"content": ""}, gen.output.finish_reason)
         if gen.include_usage:
-            yield _sse({**base, "choices": [], "usage": gen.usage()})
-        yield _sse("[DONE]")
+            yield sse({**base, "choices": [], "usage": gen.usage()})
+        yield sse("[DONE]")
+
+
+async def _json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise bad_request("request body is not valid JSON") from None
 
 
 def create_app(config: SimulatorConfig) -> Starlette:
@@ -321,10 +314,14 @@ def create_app(config: SimulatorConfig) -> Starlette:
         Route("/version", sim.version, methods=["GET"]),
         Route("/v1/models", sim.models, methods=["GET"]),
         Route("/metrics", sim.metrics_endpoint, methods=["GET"]),
+        Route("/tokenize", sim.tokenize_endpoint, methods=["POST"]),
         Route("/v1/chat/completions", sim.chat, methods=["POST"]),
+        Route("/_sim/faults", sim.faults_endpoint, methods=["GET", "POST"]),
     ]
     app = Starlette(routes=routes)
-    # Exposed for in-process tests and embedding; each app owns its own registry.
+    # Exposed for in-process tests and embedding; each app owns its own registry and engine.
     app.state.simulator_config = config
     app.state.metrics_registry = sim.metrics.registry
+    app.state.engine = sim.engine
+    app.state.faults = sim.faults
     return app

@@ -6,15 +6,23 @@ whitespace. That is close enough in spirit (roughly one token per word) to exerc
 context limits, truncation and usage accounting, and it needs no model files. The pieces
 of a text always concatenate back to exactly that text, so streamed output matches the
 non-streamed reply character for character.
+
+Token ids are stable hashes of the pieces, so equal text always maps to equal ids: that
+is all the prefix cache (which hashes ids, as vLLM does) and `/tokenize` need.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
+
+# Qwen's own ids for its special tokens; ordinary pieces hash into the range below them.
+_SPECIAL_IDS = {"<|endoftext|>": 151643, IM_START: 151644, IM_END: 151645}
+_ORDINARY_VOCAB = 151643
 
 _TOKEN_RE = re.compile(
     r"<\|im_start\|>|<\|im_end\|>"  # ChatML markers count as one token each, as in Qwen
@@ -29,20 +37,27 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN_RE.findall(text)
 
 
-def render_chatml(messages: Iterable[Mapping[str, str]]) -> str:
-    """Render messages as Qwen's chat template would, including the generation prompt."""
+def token_id(piece: str) -> int:
+    special = _SPECIAL_IDS.get(piece)
+    if special is not None:
+        return special
+    digest = hashlib.blake2b(piece.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % _ORDINARY_VOCAB
+
+
+def encode(pieces: Iterable[str]) -> list[int]:
+    return [token_id(piece) for piece in pieces]
+
+
+def render_chatml(
+    messages: Iterable[Mapping[str, str]], *, add_generation_prompt: bool = True
+) -> str:
+    """Render messages as Qwen's chat template would, by default with the generation prompt."""
     parts = [f"{IM_START}{m['role']}\n{m['content']}{IM_END}\n" for m in messages]
-    parts.append(f"{IM_START}assistant\n")
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant\n")
     return "".join(parts)
 
 
 def count_prompt_tokens(messages: Iterable[Mapping[str, str]]) -> int:
     return len(tokenize(render_chatml(messages)))
-
-
-def simulated_reply(model: str, name: str, messages: Iterable[Mapping[str, str]]) -> str:
-    last_user = ""
-    for message in messages:
-        if message["role"] == "user":
-            last_user = message["content"]
-    return f"[simulated {model} @ {name}] You said: {last_user}"

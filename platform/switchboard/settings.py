@@ -139,7 +139,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+SWITCHBOARD_HEALTH_INTERVAL_S = env_int("SWITCHBOARD_HEALTH_INTERVAL_S", 10)
 CELERY_BEAT_SCHEDULE = {
+    "pool-health-check": {
+        "task": "switchboard.pool.tasks.pool_health_check",
+        "schedule": float(SWITCHBOARD_HEALTH_INTERVAL_S),
+        # A check older than the next one is worthless.
+        "options": {"queue": "default", "expires": float(SWITCHBOARD_HEALTH_INTERVAL_S)},
+    },
     "requeue-stalled-messages": {
         "task": "switchboard.conversations.tasks.requeue_stalled_messages",
         "schedule": 60.0,
@@ -161,6 +168,11 @@ SWITCHBOARD_STALLED_AFTER_S = env_int("SWITCHBOARD_STALLED_AFTER_S", 120)
 SWITCHBOARD_INFERENCE_CONNECT_S = env_int("SWITCHBOARD_INFERENCE_CONNECT_S", 2)
 SWITCHBOARD_INFERENCE_FIRST_TOKEN_S = env_int("SWITCHBOARD_INFERENCE_FIRST_TOKEN_S", 30)
 SWITCHBOARD_INFERENCE_TOTAL_S = env_int("SWITCHBOARD_INFERENCE_TOTAL_S", 120)
+# GPU pool routing (see README "GPU pool").
+SWITCHBOARD_ROUTING_STRATEGY = env_str("SWITCHBOARD_ROUTING_STRATEGY", "session_affinity")
+SWITCHBOARD_POOL_MAX_QUEUE = env_int("SWITCHBOARD_POOL_MAX_QUEUE", 1024)
+SWITCHBOARD_POOL_REFRESH_S = env_int("SWITCHBOARD_POOL_REFRESH_S", 5)
+SWITCHBOARD_HEALTH_TIMEOUT_S = env_int("SWITCHBOARD_HEALTH_TIMEOUT_S", 2)
 
 LOGGING = {
     "version": 1,

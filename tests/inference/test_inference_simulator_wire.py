@@ -139,6 +139,44 @@ def test_malformed_requests_are_400_bad_request(simulator: Endpoint, body: str) 
     assert response.json()["error"]["type"] == "BadRequestError"
 
 
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"seed": "x"}, "seed"),
+        ({"stop": 5}, "stop"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
+)
+def test_bad_sampling_parameters_name_their_param(
+    simulator: Endpoint, extra: dict[str, Any], param: str
+) -> None:
+    body = {"model": simulator.model, "messages": MESSAGES, "stream": True, **extra}
+    _assert_error(_post(simulator, body), 400, "BadRequestError", param)
+
+
+def test_tokenize_has_the_vllm_shape(simulator: Endpoint) -> None:
+    body = {"model": simulator.model, "messages": MESSAGES}
+    response = httpx.post(f"{simulator.url}/tokenize", json=body)
+    assert response.status_code == 200
+    tokens = response.json()
+    assert set(tokens) == {"count", "max_model_len", "tokens", "token_strs"}
+    assert tokens["count"] == count_prompt_tokens(MESSAGES) == len(tokens["tokens"])
+    assert tokens["max_model_len"] == 512 and tokens["token_strs"] is None
+    bare = httpx.post(
+        f"{simulator.url}/tokenize", json={**body, "add_generation_prompt": False}
+    ).json()
+    assert bare["tokens"] == tokens["tokens"][:-3]  # without "<|im_start|>assistant\n"
+
+
+def test_stop_string_is_reported_as_the_stop_reason(simulator: Endpoint) -> None:
+    response = _post(simulator, {"model": simulator.model, "messages": MESSAGES, "stop": "said"})
+    (choice,) = response.json()["choices"]
+    assert choice["finish_reason"] == "stop" and choice["stop_reason"] == "said"
+    assert choice["message"]["content"] == f"[simulated {simulator.model} @ sim-test] You "
+
+
 def test_health_version_and_models_match_vllm(simulator: Endpoint) -> None:
     health = httpx.get(f"{simulator.url}/health")
     assert health.status_code == 200 and health.content == b""
@@ -179,5 +217,7 @@ def test_cli_help_documents_every_option() -> None:
         "--ttft-ms",
         "--token-ms",
         "--name",
+        "--time-scale",
+        "--max-num-seqs",
     ):
         assert option in text

@@ -11,6 +11,12 @@ from switchboard.core.models import TenantOwnedModel
 DEFAULT_MODEL = "Qwen/Qwen-7B-Chat"
 
 
+class RoutingStrategy(models.TextChoices):
+    SESSION_AFFINITY = "session_affinity", "Session affinity (KV-cache reuse, bounded load)"
+    LEAST_LOADED = "least_loaded", "Least loaded"
+    ROUND_ROBIN = "round_robin", "Round robin"
+
+
 class Bot(TenantOwnedModel):
     """A configured assistant: what it is told, which model answers, and how."""
 
@@ -28,6 +34,13 @@ class Bot(TenantOwnedModel):
         default=10,
         validators=[MaxValueValidator(200)],
         help_text="How many earlier messages of the conversation go into the prompt.",
+    )
+    routing_strategy = models.CharField(
+        max_length=30,
+        choices=RoutingStrategy.choices,
+        blank=True,
+        help_text="How this bot's requests pick a GPU server; blank uses the installation "
+        "default (SWITCHBOARD_ROUTING_STRATEGY).",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

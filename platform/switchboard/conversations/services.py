@@ -16,15 +16,16 @@ import httpx
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from langchain_core.messages import AIMessage
 
 from connectors.base import DeliveryError, InboundMessage
 from connectors.webhook import WebhookSender
-from inference import ChatRequest, ChatResult, Pool, Timeouts, VLLMClient
+from inference import PoolChatModel, Priority
 from switchboard.bots.models import Connector
 from switchboard.conversations import prompts, selectors
 from switchboard.conversations.models import Conversation, EndUser, Message
 from switchboard.pool.models import InferenceEndpoint
-from switchboard.pool.selectors import endpoint_list_enabled
+from switchboard.pool.runtime import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +132,10 @@ def message_claim(*, message_id: str) -> Message | None:
     return message
 
 
-def pool_for_model(model: str) -> Pool:
-    timeouts = Timeouts(
-        connect=settings.SWITCHBOARD_INFERENCE_CONNECT_S,
-        first_token=settings.SWITCHBOARD_INFERENCE_FIRST_TOKEN_S,
-        total=settings.SWITCHBOARD_INFERENCE_TOTAL_S,
-    )
-    return Pool(
-        endpoint_list_enabled(model=model),
-        client_factory=lambda endpoint: VLLMClient(endpoint, timeouts=timeouts),
-    )
+def _priority(connector: Connector) -> Priority:
+    # A smart speaker holds its microphone open for the answer; everything else can wait
+    # a little longer.
+    return Priority.REALTIME if connector.kind == Connector.Kind.ALIGENIE else Priority.CHAT
 
 
 def message_generate_reply(*, message_id: str) -> Message | None:
@@ -153,56 +148,60 @@ def message_generate_reply(*, message_id: str) -> Message | None:
     if message is None:
         return None
     bot = message.conversation.bot
-    request = ChatRequest(
+    model = PoolChatModel(
+        pool=worker_pool(),
         model=bot.model_name,
-        messages=prompts.build_chat_messages(
-            system_prompt=bot.system_prompt,
-            history=selectors.conversation_history(message=message, limit=bot.history_window),
-            user_text=message.text,
-        ),
         max_tokens=bot.max_tokens,
         temperature=bot.temperature,
+        affinity_key=str(message.conversation_id),
+        tenant=str(message.tenant_id),
+        priority=_priority(message.connector),
+        strategy=bot.routing_strategy,
+        deadline_s=settings.SWITCHBOARD_INFERENCE_TOTAL_S,
+    )
+    inputs = prompts.prompt_inputs(
+        system_prompt=bot.system_prompt,
+        history=selectors.conversation_history(message=message, limit=bot.history_window),
+        user_text=message.text,
     )
     try:
-        with pool_for_model(bot.model_name) as pool:
-            result = pool.chat(request, affinity_key=str(message.conversation_id))
+        reply = (prompts.REPLY_PROMPT | model).invoke(inputs)
     except Exception as exc:
         Message.objects.filter(pk=message.pk, status=Message.Status.PROCESSING).update(
             status=Message.Status.RECEIVED, error=str(exc)[:2000]
         )
         raise
-    return reply_record(inbound=message, result=result)
+    return reply_record(inbound=message, reply=reply)
 
 
-def reply_record(*, inbound: Message, result: ChatResult) -> Message:
-    endpoint = InferenceEndpoint.objects.filter(name=result.endpoint.name).first()
+def reply_record(*, inbound: Message, reply: AIMessage) -> Message:
+    meta = reply.response_metadata
+    usage = meta["token_usage"]
+    endpoint = InferenceEndpoint.objects.filter(name=meta["endpoint"]).first()
+    timings = {
+        "prompt_tokens": usage["prompt_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+        "ttft_ms": meta["ttft_ms"],
+        "latency_ms": meta["latency_ms"],
+        "endpoint": endpoint,
+    }
     with transaction.atomic():
-        reply = Message.objects.create(
+        outbound = Message.objects.create(
             tenant_id=inbound.tenant_id,
             conversation_id=inbound.conversation_id,
             connector_id=inbound.connector_id,
             direction=Message.Direction.OUTBOUND,
-            text=result.text,
+            text=str(reply.content),
             status=Message.Status.PENDING,
             reply_to=inbound,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_ms=result.ttft_ms,
-            latency_ms=result.latency_ms,
-            finish_reason=result.finish_reason,
-            endpoint=endpoint,
+            finish_reason=meta["finish_reason"],
+            **timings,
         )
         Message.objects.filter(pk=inbound.pk).update(
-            status=Message.Status.REPLIED,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_ms=result.ttft_ms,
-            latency_ms=result.latency_ms,
-            endpoint=endpoint,
-            error="",
+            status=Message.Status.REPLIED, error="", **timings
         )
-        transaction.on_commit(lambda: _enqueue_delivery(reply.pk))
-    return reply
+        transaction.on_commit(lambda: _enqueue_delivery(outbound.pk))
+    return outbound
 
 
 def message_fail(*, message_id: str, error: str) -> None:

@@ -9,15 +9,15 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from connectors.base import DeliveryError
-from inference import InferenceError, PartialFailure, PoolUnavailable
+from inference import Busy, InferenceError, PartialFailure, PoolUnavailable
 from switchboard.conversations import services
 
 logger = logging.getLogger(__name__)
 
 GENERATION_MAX_RETRIES = 3
-# Worth another try later: the whole pool was down or busy, or a stream broke midway
-# (nothing had reached the end user yet on this channel).
-_GENERATION_RETRYABLE = (PoolUnavailable, PartialFailure)
+# Worth another try later: the whole pool was down or saturated, or a stream broke
+# midway (nothing had reached the end user yet on this channel).
+_GENERATION_RETRYABLE = (PoolUnavailable, Busy, PartialFailure)
 
 
 def _backoff(retries: int, factor: int, maximum: int) -> int:
