@@ -1,0 +1,1 @@
+"""Benchmarks for the inference pool: scripts run with ``python -m bench.<name>``."""
