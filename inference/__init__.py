@@ -7,10 +7,11 @@ are passed in; there is no module-level state.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from inference.aclient import AsyncVLLMClient
 from inference.admission import AdmissionController
 from inference.breaker import BreakerState, CircuitBreaker
-from inference.chat_model import PoolChatModel
 from inference.client import VLLMClient
 from inference.discovery import Discovery, StaticDiscovery
 from inference.health import HealthMonitor, parse_vllm_metrics, probe
@@ -43,6 +44,20 @@ from inference.types import (
     Timeouts,
     TokenDelta,
 )
+
+if TYPE_CHECKING:
+    from inference.chat_model import PoolChatModel
+
+
+def __getattr__(name: str) -> Any:
+    # langchain-core takes most of a second to import; the simulator and plain clients
+    # should not pay for it.
+    if name == "PoolChatModel":
+        from inference.chat_model import PoolChatModel
+
+        return PoolChatModel
+    raise AttributeError(f"module 'inference' has no attribute {name!r}")
+
 
 __all__ = [
     "AdmissionController",
