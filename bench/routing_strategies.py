@@ -59,7 +59,7 @@ from inference import (
     strategy_by_name,
 )
 from inference.simulator.reply import natural_reply
-from inference.simulator.tokens import count_prompt_tokens
+from inference.simulator.tokens import count_prompt_tokens, render_chatml, tokenize
 
 MODEL = "Qwen/Qwen-7B-Chat"
 STRATEGIES = ("round_robin", "least_loaded", "session_affinity")
@@ -81,6 +81,7 @@ class Settings:
     block_size: int
     max_model_len: int
     time_scale: float
+    prefill_ms_per_token: float
     reply_min_tokens: int
     reply_max_tokens: int
     max_tokens: int
@@ -104,6 +105,8 @@ class Settings:
 
     def simulator_args(self) -> list[str]:
         return [
+            "--prefill-ms-per-token",
+            repr(self.prefill_ms_per_token),
             "--max-num-seqs",
             str(self.max_num_seqs),
             "--kv-blocks",
@@ -255,18 +258,23 @@ class WorkloadStats:
     mean_output_tokens: float
     working_set_tokens: float  # distinct prompt tokens of the active conversations
     conversations: int
+    # Prefix-cache hit rates of the measured requests with an unbounded cache: if every
+    # turn found its conversation's previous prompt (perfect affinity), and if only the
+    # tenants' shared system prompts were ever found (no affinity at all).
+    ideal_hit: float
+    system_only_hit: float
 
     def service_ms(self, settings: Settings, sim_defaults: SimDefaults, *, cached: bool) -> float:
         """Modelled busy time of one batch slot per request with a full batch."""
         uncached = self.mean_new_tokens if cached else self.mean_prompt_tokens
-        prefill = sim_defaults.ttft_base_ms + sim_defaults.prefill_ms_per_token * uncached
+        prefill = sim_defaults.ttft_base_ms + settings.prefill_ms_per_token * uncached
         step = sim_defaults.decode_ms + sim_defaults.decode_ms_per_seq * settings.max_num_seqs
         return prefill + step * max(0.0, self.mean_output_tokens - 1)
 
 
 @dataclass(frozen=True)
 class SimDefaults:
-    """The simulator's default costs, which this benchmark keeps (see --help there)."""
+    """The simulator's default costs (see its --help); only prefill can be changed here."""
 
     ttft_base_ms: float = 20.0
     prefill_ms_per_token: float = 0.05
@@ -286,8 +294,18 @@ def workload_stats(
     own_tokens: list[int] = []
     outputs: list[int] = []
     previous: dict[str, int] = {}
+    last_pieces: dict[str, list[str]] = {}  # by conversation, then by tenant
+    queried = ideal = system_only = 0
     for arrival in arrivals:
-        tokens = count_prompt_tokens(arrival.messages)
+        pieces = tokenize(render_chatml(arrival.messages))
+        tokens = len(pieces)
+        if arrival.at_s >= settings.warmup_s:
+            own = _hit(pieces, last_pieces.get(arrival.conversation), settings.block_size)
+            shared = _hit(pieces, last_pieces.get(arrival.tenant), settings.block_size)
+            queried += tokens
+            ideal += max(own, shared)
+            system_only += shared
+        last_pieces[arrival.conversation] = last_pieces[arrival.tenant] = pieces
         prompt_tokens.append(tokens)
         # The previous turn's prompt is a prefix of this one up to its generation prompt.
         new_tokens.append(tokens - previous.get(arrival.conversation, 0))
@@ -313,7 +331,21 @@ def workload_stats(
         # system prompt once: what a cache would need to serve every turn from cache.
         working_set_tokens=population * sum(own_tokens) / n + sum(system_tokens.values()),
         conversations=population,
+        ideal_hit=ideal / queried if queried else math.nan,
+        system_only_hit=system_only / queried if queried else math.nan,
     )
+
+
+def _hit(pieces: Sequence[str], cached: Sequence[str] | None, block_size: int) -> int:
+    """Tokens a cache holding `cached` would serve: whole blocks, never the last token."""
+    if not cached:
+        return 0
+    common = 0
+    for mine, theirs in zip(pieces, cached, strict=False):
+        if mine != theirs:
+            break
+        common += 1
+    return min(common, len(pieces) - 1) // block_size * block_size
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -328,6 +360,9 @@ class Record:
     done: bool = False
     error: str = ""
     endpoint: str = ""
+    # `error` as it stood when the run was judged: closing the pool afterwards breaks
+    # streams still decoding, which says nothing about their TTFT.
+    judged_error: str = ""
 
 
 @dataclass
@@ -350,7 +385,7 @@ class CellResult:
         return (record.first - record.due) / self.settings.time_scale
 
     def good(self, slo_s: float) -> list[Record]:
-        return [r for r in self.measured if not r.error and self.ttft_s(r) <= slo_s]
+        return [r for r in self.measured if not r.judged_error and self.ttft_s(r) <= slo_s]
 
     def goodput(self, slo_s: float) -> float:
         return len(self.good(slo_s)) / self.settings.window_s
@@ -393,9 +428,11 @@ class CellResult:
 
 
 def make_strategy(name: str, settings: Settings) -> RoutingStrategy:
-    if name == "session_affinity":
-        return SessionAffinity(epsilon=settings.epsilon)
-    return strategy_by_name(name)
+    """A strategy by name; ``session_affinity:EPS`` overrides the bounded-load epsilon."""
+    base, _, epsilon = name.partition(":")
+    if base == "session_affinity":
+        return SessionAffinity(epsilon=float(epsilon) if epsilon else settings.epsilon)
+    return strategy_by_name(base)
 
 
 def run_cell(
@@ -474,6 +511,8 @@ def _drive(
         if all(r.first is not None or r.error for r in measured):
             break
         time.sleep(0.02)
+    for record in measured:
+        record.judged_error = record.error
     scraper.join()
     counters_after = {sim.url: scrape_counters(http, sim.url) for sim in sims}
     wall = time.perf_counter() - start
@@ -557,7 +596,8 @@ def results_table(results: Sequence[CellResult], settings: Settings, extra_slo: 
         "Jain",
         "busiest/mean",
         "preempt",
-        "CPU % of host",
+        "CPU % client+sims",
+        "start lag p99 ms",
     ]
     rows = []
     cores = _cores()
@@ -579,47 +619,47 @@ def results_table(results: Sequence[CellResult], settings: Settings, extra_slo: 
                 "n/a" if math.isnan(f := r.fairness(settings.slo_s)) else f"{f:.3f}",
                 f"{r.endpoint_imbalance():.2f}",
                 f"{r.delta(_PREEMPTIONS):.0f}",
-                f"{100 * (r.client_cpu_s + r.sims_cpu_s) / (r.wall_s * cores):.0f}",
+                f"{100 * r.client_cpu_s / (r.wall_s * cores):.0f}"
+                f"+{100 * r.sims_cpu_s / (r.wall_s * cores):.0f}",
+                f"{percentile([(x.started - x.due) * 1000 for x in r.measured], 99):.1f}",
             ]
         )
     return table(headers, rows)
 
 
-def summary_table(results: Sequence[CellResult], settings: Settings, extra_slo: float) -> str:
+def summary_table(
+    results: Sequence[CellResult], settings: Settings, extra_slo: float, capacity: float
+) -> str:
+    """Each strategy's goodput over round robin's at the same offered rate, and the goal."""
     by_rate: dict[float, dict[str, CellResult]] = {}
     for r in results:
         by_rate.setdefault(r.rate, {})[r.strategy] = r
+    others = [s for s in dict.fromkeys(r.strategy for r in results) if s != "round_robin"]
     headers = [
         "offered/s",
-        "SA/RR goodput",
-        "SA/LL goodput",
-        f"SA/RR @{extra_slo:g}s",
+        "load",
+        *(f"{s}/RR" for s in others),
+        *(f"{s}/RR @{extra_slo:g}s" for s in others),
         "SA Jain",
-        "hit % RR / LL / SA",
+        "goal (SA >= 1.3x RR, Jain >= 0.9)",
     ]
     rows = []
     for rate, cells in by_rate.items():
-        sa = cells.get("session_affinity")
         rr = cells.get("round_robin")
-        ll = cells.get("least_loaded")
-        hits = " / ".join(
-            _pct(c.hit_rate()) if c else "-"
-            for c in (rr, ll, sa)  # fixed order for reading
-        )
-        rows.append(
-            [
-                f"{rate:.1f}",
-                _ratio(sa.goodput(settings.slo_s), rr.goodput(settings.slo_s))
-                if sa and rr
-                else "-",
-                _ratio(sa.goodput(settings.slo_s), ll.goodput(settings.slo_s))
-                if sa and ll
-                else "-",
-                _ratio(sa.goodput(extra_slo), rr.goodput(extra_slo)) if sa and rr else "-",
-                f"{sa.fairness(settings.slo_s):.3f}" if sa else "-",
-                hits,
-            ]
-        )
+        sa = cells.get("session_affinity")
+        ratios = []
+        for slo in (settings.slo_s, extra_slo):
+            for name in others:
+                cell = cells.get(name)
+                ratios.append(_ratio(cell.goodput(slo), rr.goodput(slo)) if cell and rr else "-")
+        if sa and rr:
+            fair = sa.fairness(settings.slo_s)
+            met = sa.goodput(settings.slo_s) >= 1.3 * rr.goodput(settings.slo_s) and fair >= 0.9
+            verdict = "met" if met else "not met"
+            jain_text = "n/a" if math.isnan(fair) else f"{fair:.3f}"
+        else:
+            verdict = jain_text = "-"
+        rows.append([f"{rate:.1f}", f"{rate / capacity:.2f}", *ratios, jain_text, verdict])
     return table(headers, rows)
 
 
@@ -656,9 +696,14 @@ def _floats(text: str) -> list[float]:
 
 def _names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown strategies {unknown}; choose from {STRATEGIES}")
+    for name in names:
+        base, colon, epsilon = name.partition(":")
+        if base not in STRATEGIES or (colon and base != "session_affinity"):
+            raise argparse.ArgumentTypeError(
+                f"unknown strategy {name!r}; choose from {STRATEGIES} or session_affinity:EPS"
+            )
+        if colon:
+            _floats(epsilon)
     return names
 
 
@@ -669,11 +714,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--strategies", type=_names, default=list(STRATEGIES), help="comma-separated")
+    run.add_argument(
+        "--strategies",
+        type=_names,
+        default=list(STRATEGIES),
+        help="comma-separated; session_affinity:EPS runs it with that epsilon",
+    )
     run.add_argument(
         "--loads",
         type=_floats,
-        default=[0.6, 0.85, 1.0, 1.15],
+        default=[0.5, 0.65, 0.8, 0.95],
         help="offered rates as fractions of the nominal capacity (printed; the slot-limited "
         "throughput if every request recomputed only its new tokens)",
     )
@@ -683,8 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="absolute offered rates per modelled second (overrides --loads)",
     )
-    run.add_argument("--time-scale", type=float, default=0.25, help="simulator --time-scale")
-    run.add_argument("--warmup-s", type=float, default=12.0, help="modelled s, not measured")
+    run.add_argument("--time-scale", type=float, default=0.3, help="simulator --time-scale")
+    run.add_argument("--warmup-s", type=float, default=10.0, help="modelled s, not measured")
     run.add_argument("--window-s", type=float, default=24.0, help="modelled s, measured")
     run.add_argument("--slo-s", type=float, default=1.0, help="TTFT objective, modelled s")
     run.add_argument(
@@ -700,10 +750,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = parser.add_argument_group("simulated endpoints (one process each)")
     sim.add_argument("--endpoints", type=int, default=4)
-    sim.add_argument("--max-num-seqs", type=int, default=8)
-    sim.add_argument("--kv-blocks", type=int, default=2000)
+    sim.add_argument("--max-num-seqs", type=int, default=4)
+    sim.add_argument("--kv-blocks", type=int, default=1000)
     sim.add_argument("--block-size", type=int, default=16)
     sim.add_argument("--max-model-len", type=int, default=8192)
+    sim.add_argument(
+        "--prefill-ms-per-token",
+        type=float,
+        default=SimDefaults.prefill_ms_per_token,
+        help="the simulator's default; raise it to model a slower prefill",
+    )
     sim.add_argument("--reply-min-tokens", type=int, default=20)
     sim.add_argument("--reply-max-tokens", type=int, default=120)
 
@@ -744,6 +800,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         block_size=args.block_size,
         max_model_len=args.max_model_len,
         time_scale=args.time_scale,
+        prefill_ms_per_token=args.prefill_ms_per_token,
         reply_min_tokens=args.reply_min_tokens,
         reply_max_tokens=args.reply_max_tokens,
         max_tokens=args.max_tokens,
@@ -804,6 +861,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{stats.mean_output_tokens:.0f}",
                 f"{stats.working_set_tokens / 1000:.0f}k",
                 f"{kv_tokens / (stats.working_set_tokens / settings.endpoints):.2f}",
+                _pct(stats.ideal_hit),
+                _pct(stats.system_only_hit),
             ]
         )
     print()
@@ -819,6 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "output tok",
                 "working set",
                 "KV / (WS/endpoints)",
+                "ideal hit %",
+                "system-only hit %",
             ],
             stat_rows,
         )
@@ -848,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(results_table(results, settings, args.extra_slo_s))
     print()
-    print(summary_table(results, settings, args.extra_slo_s))
+    print(summary_table(results, settings, args.extra_slo_s, capacity_cached))
     print()
     print(peak_line(results, settings))
     print(f"total wall time {time.perf_counter() - started:.0f}s")

@@ -48,6 +48,13 @@ class MalformedPayload(IngressError):
     code = "malformed_payload"
 
 
+class WrongTarget(IngressError):
+    """Authentic-looking, but meant for another robot, corporation or skill."""
+
+    status = 403
+    code = "wrong_target"
+
+
 class PayloadTooLarge(IngressError):
     status = 413
     code = "payload_too_large"
@@ -56,8 +63,19 @@ class PayloadTooLarge(IngressError):
 class DeliveryError(Exception):
     """An outbound send failed. Permanent failures must not be retried."""
 
-    def __init__(self, message: str, *, permanent: bool, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+        response_excerpt: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.status_code = status_code
+        self.response_excerpt = response_excerpt
+        # The provider said when to come back (throttling); None: the caller's backoff.
+        self.retry_after_s = retry_after_s

@@ -99,7 +99,9 @@ def receiver() -> Iterator[CallbackReceiver]:
 def connector(bot: Any, receiver: CallbackReceiver) -> Any:
     from switchboard.bots.services import connector_create_webhook
 
-    return connector_create_webhook(bot=bot, name="Orders", callback_url=receiver.url)
+    return connector_create_webhook(
+        bot=bot, name="Orders", callback_url=receiver.url, allow_private_callback=True
+    )
 
 
 @pytest.fixture

@@ -8,12 +8,19 @@ from connectors.webhook.outbound import (
     generate_secret,
     sign_headers,
 )
+from connectors.webhook.profiles import Profile, verify_and_parse_profile
+from connectors.webhook.schedule import RETRY_SCHEDULE_S, max_attempts, next_delay
 
 __all__ = [
+    "RETRY_SCHEDULE_S",
+    "Profile",
     "WebhookPayload",
     "WebhookSender",
     "generate_secret",
+    "max_attempts",
+    "next_delay",
     "parse_inbound",
     "sign_headers",
     "verify_and_parse",
+    "verify_and_parse_profile",
 ]

@@ -36,14 +36,27 @@ class WebhookPayload(BaseModel):
 def verify_and_parse(
     *, secret: str, body: bytes, headers: Mapping[str, str], max_bytes: int
 ) -> InboundMessage:
+    text = decode_body(body, max_bytes=max_bytes)
+    _verify(secret=secret, text=text, headers=headers)
+    return parse_inbound(text)
+
+
+def decode_body(body: bytes, *, max_bytes: int) -> str:
+    """Size check, then strict UTF-8: the steps every verification profile runs first."""
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"request body is larger than the limit of {max_bytes} bytes")
     try:
-        text = body.decode("utf-8")
+        return body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedPayload("request body is not valid UTF-8") from None
+
+
+def verify_standard(*, secret: str, text: str, headers: Mapping[str, str]) -> str:
+    """Standard Webhooks verification; returns `webhook-id`, which the signature covers."""
     _verify(secret=secret, text=text, headers=headers)
-    return parse_inbound(text)
+    # Lower-cased the way the library does it (last spelling wins), so the id returned is
+    # the one that was verified even if a request repeats the header in another case.
+    return {k.lower(): v for k, v in headers.items()}["webhook-id"]
 
 
 def _verify(*, secret: str, text: str, headers: Mapping[str, str]) -> None:

@@ -17,6 +17,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from connectors.base import DeliveryError
+from connectors.netguard import UnsafeURL
 
 USER_AGENT = "Switchboard-Webhooks/1.0"
 
@@ -37,10 +38,14 @@ def sign_headers(
     }
 
 
+EXCERPT_CHARS = 300
+
+
 @dataclass(frozen=True)
 class DeliveryResult:
     status_code: int
     elapsed_ms: float
+    response_excerpt: str = ""
 
 
 class WebhookSender:
@@ -60,18 +65,25 @@ class WebhookSender:
             response = self._client.post(
                 url, content=body.encode(), headers=headers, timeout=timeout
             )
+        except UnsafeURL as exc:
+            # The callback URL points somewhere tenants may not reach (SSRF guard).
+            raise DeliveryError(f"callback URL refused: {exc}", permanent=True) from exc
         except httpx.TimeoutException as exc:
             raise DeliveryError(
                 f"callback timed out after {timeout}s: {exc}", permanent=False
             ) from exc
         except httpx.HTTPError as exc:
             raise DeliveryError(f"callback failed: {exc}", permanent=False) from exc
+        excerpt = response.text[:EXCERPT_CHARS]
         if 200 <= response.status_code < 300:
-            return DeliveryResult(response.status_code, response.elapsed.total_seconds() * 1000)
+            return DeliveryResult(
+                response.status_code, response.elapsed.total_seconds() * 1000, excerpt
+            )
         # 410 Gone is the Standard Webhooks way for a receiver to say "stop sending".
         permanent = response.status_code == 410
         raise DeliveryError(
             f"callback answered HTTP {response.status_code}",
             permanent=permanent,
             status_code=response.status_code,
+            response_excerpt=excerpt,
         )

@@ -159,6 +159,21 @@ CELERY_BEAT_SCHEDULE = {
 SWITCHBOARD_WEBHOOK_MAX_BYTES = env_int("SWITCHBOARD_WEBHOOK_MAX_BYTES", 64 * 1024)
 # Outbound callbacks: seconds per attempt, and how many retries (exponential backoff).
 SWITCHBOARD_CALLBACK_TIMEOUT_S = env_int("SWITCHBOARD_CALLBACK_TIMEOUT_S", 15)
+# "standard": the Standard Webhooks schedule (5 s ... 24 h, about three days in all);
+# "exponential": the backoff below (quick, for development and tests).
+SWITCHBOARD_WEBHOOK_RETRY = env_str("SWITCHBOARD_WEBHOOK_RETRY", "standard")
+# Operator switch: let every connector call back to loopback/private addresses.
+SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS = env_bool("SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS", False)
+# Permanent delivery failures in a row after which a connector is disabled.
+SWITCHBOARD_CONNECTOR_DISABLE_AFTER = env_int("SWITCHBOARD_CONNECTOR_DISABLE_AFTER", 5)
+# DingTalk: where its APIs live (tests point these at local fakes).
+SWITCHBOARD_DINGTALK_API_BASE = env_str("SWITCHBOARD_DINGTALK_API_BASE", "https://api.dingtalk.com")
+SWITCHBOARD_DINGTALK_SESSION_WEBHOOK_PREFIXES = env_list(
+    "SWITCHBOARD_DINGTALK_SESSION_WEBHOOK_PREFIXES", ["https://oapi.dingtalk.com/"]
+)
+SWITCHBOARD_DINGTALK_PACE_MS = env_int("SWITCHBOARD_DINGTALK_PACE_MS", 1000)
+SWITCHBOARD_DINGTALK_STREAM_REFRESH_S = env_int("SWITCHBOARD_DINGTALK_STREAM_REFRESH_S", 10)
+SWITCHBOARD_ALIGENIE_MAX_BYTES = env_int("SWITCHBOARD_ALIGENIE_MAX_BYTES", 64 * 1024)
 SWITCHBOARD_CALLBACK_MAX_RETRIES = env_int("SWITCHBOARD_CALLBACK_MAX_RETRIES", 8)
 SWITCHBOARD_CALLBACK_BACKOFF_BASE_S = env_int("SWITCHBOARD_CALLBACK_BACKOFF_BASE_S", 5)
 SWITCHBOARD_CALLBACK_BACKOFF_MAX_S = env_int("SWITCHBOARD_CALLBACK_BACKOFF_MAX_S", 3600)

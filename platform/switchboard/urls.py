@@ -4,10 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from switchboard.core import views as core_views
+from switchboard.hooks import views as hooks_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("hooks/", include("switchboard.hooks.urls")),
+    path("aligenie/<str:name>.txt", hooks_views.aligenie_ownership_file, name="aligenie-ownership"),
 ]

@@ -35,6 +35,8 @@ def worker(
         database_url=database_url,
         redis_url=settings.REDIS_URL,
         extra_env={
+            "SWITCHBOARD_WEBHOOK_RETRY": "exponential",
+            "SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS": "true",
             "SWITCHBOARD_CALLBACK_BACKOFF_BASE_S": "1",
             "SWITCHBOARD_CALLBACK_MAX_RETRIES": "2",
         },

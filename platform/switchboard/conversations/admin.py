@@ -1,8 +1,13 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
-from switchboard.conversations.models import Conversation, EndUser, Message
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from switchboard.conversations import delivery
+from switchboard.conversations.models import Conversation, DeliveryAttempt, EndUser, Message
 
 
 @admin.register(EndUser)
@@ -38,6 +43,53 @@ class ConversationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     inlines = [MessageInline]
 
 
+class DeliveryAttemptInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = [
+        "created_at",
+        "attempt",
+        "outcome",
+        "via",
+        "http_status",
+        "latency_ms",
+        "response_excerpt",
+        "error",
+        "replay",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The delivery log: append-only, so nothing here can be added or changed."""
+
+    list_display = [
+        "created_at",
+        "connector",
+        "message",
+        "attempt",
+        "outcome",
+        "via",
+        "http_status",
+        "latency_ms",
+        "replay",
+    ]
+    list_filter = ["outcome", "via", "replay"]
+    search_fields = ["error", "response_excerpt", "message__id"]
+    readonly_fields = [f.name for f in DeliveryAttempt._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
@@ -55,6 +107,17 @@ class MessageAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["direction", "status", "tenant"]
     search_fields = ["text", "provider_message_id"]
     readonly_fields = [f.name for f in Message._meta.fields]
+    inlines = [DeliveryAttemptInline]
+    actions = ["replay"]
+
+    @admin.action(description="Replay delivery (send the reply again)")
+    def replay(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        replayed = sum(delivery.reply_replay(message_id=m.pk) for m in queryset)
+        self.message_user(
+            request,
+            f"{replayed} of {queryset.count()} message(s) queued again "
+            "(only outbound, non-voice messages can be replayed).",
+        )
 
     @admin.display(description="text")
     def short_text(self, obj: Message) -> str:

@@ -118,3 +118,32 @@ class Message(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.direction} {self.text[:40]}"
+
+
+class DeliveryAttempt(TenantOwnedModel):
+    """One try at delivering an outbound message: an append-only log, never edited."""
+
+    class Outcome(models.TextChoices):
+        DELIVERED = "delivered", "Delivered"
+        RETRYING = "retrying", "Failed, will retry"
+        FAILED = "failed", "Failed for good"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="deliveries")
+    connector = models.ForeignKey("bots.Connector", on_delete=models.CASCADE, related_name="+")
+    attempt = models.PositiveSmallIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    via = models.CharField(max_length=30, help_text="callback, session_webhook, openapi, ...")
+    target = models.CharField(max_length=1000, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(null=True, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    replay = models.BooleanField(default=False, help_text="Started by an admin's replay.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["message", "created_at"], name="delivery_message_time")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.attempt} {self.outcome}"

@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from langchain_core.messages import AIMessage
 
-from connectors.base import DeliveryError, InboundMessage
-from connectors.webhook import WebhookSender
+from connectors.aligenie import voice_text
+from connectors.base import InboundMessage
 from inference import PoolChatModel, Priority
 from switchboard.bots.models import Connector
-from switchboard.conversations import prompts, selectors
+from switchboard.conversations import delivery, prompts, selectors
 from switchboard.conversations.models import Conversation, EndUser, Message
 from switchboard.pool.models import InferenceEndpoint
 from switchboard.pool.runtime import worker_pool
@@ -39,8 +38,14 @@ class ReceiveResult:
     created: bool
 
 
-def message_receive(*, connector: Connector, inbound: InboundMessage) -> ReceiveResult:
-    """Persist an inbound message and enqueue its reply, exactly once per provider id."""
+def message_receive(
+    *, connector: Connector, inbound: InboundMessage, generate: bool = True
+) -> ReceiveResult:
+    """Persist an inbound message and enqueue its reply, exactly once per provider id.
+
+    `generate=False` stores a turn that is answered otherwise (a voice turn answered with
+    the reply held from the turn before).
+    """
     existing = _inbound_by_provider_id(connector, inbound.provider_message_id)
     if existing is not None:
         return ReceiveResult(existing, created=False)
@@ -59,6 +64,8 @@ def message_receive(*, connector: Connector, inbound: InboundMessage) -> Receive
             )
             if not created:
                 Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
+            answerable = bool(inbound.text.strip())
+            wanted = answerable and generate
             message = Message.objects.create(
                 tenant_id=connector.tenant_id,
                 conversation=conversation,
@@ -67,9 +74,14 @@ def message_receive(*, connector: Connector, inbound: InboundMessage) -> Receive
                 text=inbound.text,
                 provider_message_id=inbound.provider_message_id,
                 reply_handle=inbound.reply_handle,
-                status=Message.Status.RECEIVED,
+                status=Message.Status.RECEIVED if wanted else Message.Status.REPLIED,
             )
-            transaction.on_commit(lambda: _enqueue_generation(message.pk))
+            if wanted:
+                queue = _queue_for(connector)
+                transaction.on_commit(lambda: _enqueue_generation(message.pk, queue))
+            elif not answerable:
+                # A picture, file or video: a polite, configurable answer beats silence.
+                _reply_canned(inbound=message, text=connector.bot.unsupported_message_reply)
     except IntegrityError:
         # A concurrent retry of the same provider message won the insert.
         existing = _inbound_by_provider_id(connector, inbound.provider_message_id)
@@ -97,10 +109,50 @@ def _end_user_touch(*, connector: Connector, inbound: InboundMessage, now: Any) 
     return end_user
 
 
-def _enqueue_generation(message_id: uuid.UUID) -> None:
+def _reply_canned(*, inbound: Message, text: str) -> Message:
+    reply = Message.objects.create(
+        tenant_id=inbound.tenant_id,
+        conversation_id=inbound.conversation_id,
+        connector_id=inbound.connector_id,
+        direction=Message.Direction.OUTBOUND,
+        text=text,
+        status=Message.Status.PENDING,
+        reply_to=inbound,
+        finish_reason="canned",
+    )
+    transaction.on_commit(lambda: _after_reply(inbound, reply))
+    return reply
+
+
+def _after_reply(inbound: Message, reply: Message) -> None:
+    if inbound.connector.kind == Connector.Kind.ALIGENIE:
+        # The ingress is waiting for this reply to answer the speaker synchronously.
+        notify_reply_ready(inbound_id=inbound.pk, reply_id=reply.pk)
+    else:
+        _enqueue_delivery(reply.pk)
+
+
+def reply_ready_key(inbound_id: uuid.UUID) -> str:
+    return f"switchboard:reply-ready:{inbound_id}"
+
+
+def notify_reply_ready(*, inbound_id: uuid.UUID, reply_id: uuid.UUID) -> None:
+    client = delivery.redis_client()
+    key = reply_ready_key(inbound_id)
+    client.rpush(key, str(reply_id))
+    # Nobody waits longer than a voice budget; the list must not outlive its use.
+    client.expire(key, 300)
+
+
+def _queue_for(connector: Connector) -> str:
+    # A speaker is waiting with an open microphone: voice gets its own, fastest queue.
+    return "realtime" if connector.kind == Connector.Kind.ALIGENIE else "chat"
+
+
+def _enqueue_generation(message_id: uuid.UUID, queue: str = "chat") -> None:
     from switchboard.conversations.tasks import generate_reply
 
-    generate_reply.delay(str(message_id))
+    generate_reply.apply_async((str(message_id),), queue=queue)
 
 
 def _enqueue_delivery(message_id: uuid.UUID, countdown: float = 0) -> None:
@@ -148,6 +200,10 @@ def message_generate_reply(*, message_id: str) -> Message | None:
     if message is None:
         return None
     bot = message.conversation.bot
+    voice = message.connector.kind == Connector.Kind.ALIGENIE
+    system_prompt = bot.system_prompt
+    if voice:
+        system_prompt = f"{system_prompt}\n\n{bot.voice_instructions}"
     model = PoolChatModel(
         pool=worker_pool(),
         model=bot.model_name,
@@ -160,7 +216,7 @@ def message_generate_reply(*, message_id: str) -> Message | None:
         deadline_s=settings.SWITCHBOARD_INFERENCE_TOTAL_S,
     )
     inputs = prompts.prompt_inputs(
-        system_prompt=bot.system_prompt,
+        system_prompt=system_prompt,
         history=selectors.conversation_history(message=message, limit=bot.history_window),
         user_text=message.text,
     )
@@ -171,6 +227,8 @@ def message_generate_reply(*, message_id: str) -> Message | None:
             status=Message.Status.RECEIVED, error=str(exc)[:2000]
         )
         raise
+    if voice:
+        reply.content = voice_text(str(reply.content), max_chars=bot.voice_max_chars)
     return reply_record(inbound=message, reply=reply)
 
 
@@ -200,7 +258,7 @@ def reply_record(*, inbound: Message, reply: AIMessage) -> Message:
         Message.objects.filter(pk=inbound.pk).update(
             status=Message.Status.REPLIED, error="", **timings
         )
-        transaction.on_commit(lambda: _enqueue_delivery(outbound.pk))
+        transaction.on_commit(lambda: _after_reply(inbound, outbound))
     return outbound
 
 
@@ -208,96 +266,6 @@ def message_fail(*, message_id: str, error: str) -> None:
     Message.objects.filter(
         pk=message_id, status__in=[Message.Status.RECEIVED, Message.Status.PROCESSING]
     ).update(status=Message.Status.FAILED, error=error[:2000])
-
-
-# --- delivery ---------------------------------------------------------------------------
-
-
-def reply_payload(reply: Message) -> dict[str, Any]:
-    inbound = reply.reply_to
-    assert inbound is not None
-    prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
-    return {
-        "type": "message.reply",
-        "timestamp": reply.created_at.isoformat(),
-        "data": {
-            "message_id": inbound.provider_message_id,
-            "reply_id": str(reply.pk),
-            "conversation_id": inbound.reply_handle.get("conversation_id"),
-            "user_id": inbound.conversation.end_user.external_id,
-            "text": reply.text,
-            "finish_reason": reply.finish_reason,
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
-            "timings": {"ttft_ms": reply.ttft_ms, "latency_ms": reply.latency_ms},
-        },
-    }
-
-
-def reply_deliver(*, message_id: str, client: httpx.Client | None = None) -> bool:
-    """POST the signed reply to the connector's callback URL; False if nothing to do.
-
-    The webhook-id is derived from the reply, so every retry carries the same id and the
-    receiver can de-duplicate.
-    """
-    reply = (
-        Message.objects.select_related("connector", "reply_to__conversation__end_user")
-        .filter(pk=message_id, direction=Message.Direction.OUTBOUND, status=Message.Status.PENDING)
-        .first()
-    )
-    if reply is None:
-        return False
-    connector = reply.connector
-    if not connector.callback_url:
-        Message.objects.filter(pk=reply.pk).update(
-            status=Message.Status.UNDELIVERABLE, error="connector has no callback URL"
-        )
-        return False
-    Message.objects.filter(pk=reply.pk).update(attempts=reply.attempts + 1)
-    owned = client is None
-    http = client or httpx.Client()
-    try:
-        WebhookSender(http).send(
-            url=connector.callback_url,
-            secret=connector.secret,
-            event_id=f"msg_{reply.pk.hex}",
-            payload=reply_payload(reply),
-            timeout=settings.SWITCHBOARD_CALLBACK_TIMEOUT_S,
-        )
-    finally:
-        if owned:
-            http.close()
-    Message.objects.filter(pk=reply.pk).update(
-        status=Message.Status.DELIVERED,
-        delivered_at=timezone.now(),
-        next_attempt_at=None,
-        error="",
-    )
-    return True
-
-
-def reply_note_retry(*, message_id: str, error: DeliveryError, countdown: float) -> None:
-    Message.objects.filter(pk=message_id).update(
-        error=error.message[:2000],
-        next_attempt_at=timezone.now() + timedelta(seconds=countdown),
-    )
-
-
-def reply_mark_undeliverable(*, message_id: str, error: DeliveryError) -> None:
-    reply = Message.objects.select_related("connector").filter(pk=message_id).first()
-    if reply is None:
-        return
-    now = timezone.now()
-    with transaction.atomic():
-        Message.objects.filter(pk=reply.pk).update(
-            status=Message.Status.UNDELIVERABLE, error=error.message[:2000], next_attempt_at=None
-        )
-        Connector.objects.filter(pk=reply.connector_id).update(
-            last_error=f"callback delivery failed: {error.message}"[:2000], last_error_at=now
-        )
 
 
 # --- sweeper ----------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 
 from connectors.base import DeliveryError
+from connectors.webhook import schedule
 from inference import Busy, InferenceError, PartialFailure, PoolUnavailable
-from switchboard.conversations import services
+from switchboard.bots.models import Connector
+from switchboard.conversations import delivery, services
+from switchboard.conversations.models import Message
 
 logger = logging.getLogger(__name__)
 
@@ -42,28 +45,41 @@ def generate_reply(self: Task, message_id: str) -> None:
 
 
 @shared_task(bind=True, queue="default", acks_late=True)
-def deliver_reply(self: Task, message_id: str) -> None:
+def deliver_reply(self: Task, message_id: str, replay: bool = False) -> None:
     try:
-        services.reply_deliver(message_id=message_id)
+        delivery.reply_deliver(message_id=message_id, replay=replay)
+    except delivery.Paced as paced:
+        # Not an attempt: the conversation just sent something, wait for its turn.
+        raise self.retry(countdown=paced.wait_s, max_retries=None) from None
     except DeliveryError as exc:
-        retries = self.request.retries
-        if exc.permanent or retries >= settings.SWITCHBOARD_CALLBACK_MAX_RETRIES:
+        countdown = _delivery_delay(self.request.retries, exc, message_id)
+        if exc.permanent or countdown is None:
             logger.error("delivery of %s abandoned: %s", message_id, exc.message)
-            services.reply_mark_undeliverable(message_id=message_id, error=exc)
+            delivery.reply_mark_undeliverable(message_id=message_id, error=exc)
             return
-        countdown = _backoff(
-            retries,
-            factor=settings.SWITCHBOARD_CALLBACK_BACKOFF_BASE_S,
-            maximum=settings.SWITCHBOARD_CALLBACK_BACKOFF_MAX_S,
-        )
         logger.warning(
             "delivery of %s failed (%s); retry in %.1fs", message_id, exc.message, countdown
         )
         # Recorded in PostgreSQL too: if Redis loses the delayed retry, the sweeper finds it.
-        services.reply_note_retry(message_id=message_id, error=exc, countdown=countdown)
-        raise self.retry(
-            countdown=countdown, max_retries=settings.SWITCHBOARD_CALLBACK_MAX_RETRIES, exc=exc
-        ) from exc
+        delivery.reply_note_retry(message_id=message_id, error=exc, countdown=countdown)
+        raise self.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+
+
+def _delivery_delay(retries: int, exc: DeliveryError, message_id: str) -> float | None:
+    """Seconds until the next attempt, or None when the reply's retries are used up."""
+    kind = Message.objects.filter(pk=message_id).values_list("connector__kind", flat=True).first()
+    if kind == Connector.Kind.WEBHOOK and settings.SWITCHBOARD_WEBHOOK_RETRY == "standard":
+        # The Standard Webhooks schedule: about three days of retries.
+        return schedule.next_delay(retries + 1)
+    if retries >= settings.SWITCHBOARD_CALLBACK_MAX_RETRIES:
+        return None
+    backoff = _backoff(
+        retries,
+        factor=settings.SWITCHBOARD_CALLBACK_BACKOFF_BASE_S,
+        maximum=settings.SWITCHBOARD_CALLBACK_BACKOFF_MAX_S,
+    )
+    # A provider's own "come back in N seconds" (DingTalk throttling) wins over ours.
+    return max(backoff, exc.retry_after_s or 0.0)
 
 
 @shared_task(queue="default")

@@ -52,8 +52,15 @@ def demo_seed(
     connector = Connector.objects.for_tenant(tenant).filter(
         bot=bot, name=DEMO_CONNECTOR_NAME
     ).first() or connector_create_webhook(
-        bot=bot, name=DEMO_CONNECTOR_NAME, callback_url=callback_url
+        bot=bot,
+        name=DEMO_CONNECTOR_NAME,
+        callback_url=callback_url,
+        # The demo's receiver (`dev.py send`) listens on loopback; the operator running
+        # the demo allows that for this connector only.
+        allow_private_callback=True,
     )
+    if not connector.allow_private_callback:
+        Connector.objects.filter(pk=connector.pk).update(allow_private_callback=True)
     for index, url in enumerate(endpoint_urls, start=1):
         InferenceEndpoint.objects.update_or_create(
             name=f"sim-{index}", defaults={"url": url, "enabled": True}

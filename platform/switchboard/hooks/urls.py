@@ -8,4 +8,6 @@ app_name = "hooks"
 
 urlpatterns = [
     path("webhook/<str:connector_id>/", views.webhook_inbound, name="webhook"),
+    path("dingtalk/<str:connector_id>/", views.dingtalk_inbound, name="dingtalk"),
+    path("aligenie/<str:connector_id>/<str:token>/", views.aligenie_inbound, name="aligenie"),
 ]
