@@ -16,7 +16,7 @@ when configured, the RSA-encrypted body. Nothing here imports Django.
 
 from __future__ import annotations
 
-from connectors.aligenie.crypto import load_private_key, public_key_pem
+from connectors.aligenie.crypto import encrypt_query, load_private_key, public_key_pem
 from connectors.aligenie.ownership import (
     ownership_url_path,
     validate_ownership_content,
@@ -38,6 +38,7 @@ __all__ = [
     "AliGenieQuery",
     "ask",
     "check_skill",
+    "encrypt_query",
     "failure",
     "load_private_key",
     "ownership_url_path",

@@ -100,3 +100,21 @@ def decrypt_security_query(security_query: str, key: rsa.RSAPrivateKey) -> dict[
     if not isinstance(query, dict):
         raise InvalidSignature(UNDECRYPTABLE)
     return query
+
+
+def encrypt_query(query: bytes, public_pem: str) -> dict[str, Any]:
+    """The encrypted request body AliGenie would send for `query` (for test tools).
+
+    PKCS#1 v1.5 carries at most key bytes − 11 per block (117 for a 1024-bit key).
+    """
+    key = serialization.load_pem_public_key(public_pem.encode())
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    chunk = key.key_size // 8 - 11
+    blocks = b"".join(
+        key.encrypt(query[i : i + chunk], padding.PKCS1v15()) for i in range(0, len(query), chunk)
+    )
+    return {
+        "queryMetaInfo": {"source": "switchboard", "queryVersion": "1.0", "securityMode": "RSA"},
+        "securityQuery": base64.b64encode(blocks).decode(),
+    }

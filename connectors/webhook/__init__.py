@@ -8,7 +8,7 @@ from connectors.webhook.outbound import (
     generate_secret,
     sign_headers,
 )
-from connectors.webhook.profiles import Profile, verify_and_parse_profile
+from connectors.webhook.profiles import Profile, sign, verify_and_parse_profile
 from connectors.webhook.schedule import RETRY_SCHEDULE_S, max_attempts, next_delay
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "max_attempts",
     "next_delay",
     "parse_inbound",
+    "sign",
     "sign_headers",
     "verify_and_parse",
     "verify_and_parse_profile",

@@ -23,10 +23,12 @@ import hmac
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from connectors.base import InboundMessage, InvalidSignature
 from connectors.webhook.inbound import decode_body, parse_inbound, verify_standard
+from connectors.webhook.outbound import sign_headers
 
 DEFAULT_TOLERANCE_S = 300
 _DIGITS = re.compile(r"[0-9]{1,15}")
@@ -197,3 +199,24 @@ def _verify_github(*, secret: str, body: bytes, headers: Mapping[str, str]) -> N
             "signature does not match: check the connector secret and that the body is sent "
             "exactly as signed"
         )
+
+
+def sign(
+    profile: Profile, *, secret: str, body: str, event_id: str, now: float | None = None
+) -> dict[str, str]:
+    """Headers a sender of `profile` would attach: for test clients and admins' checks."""
+    profile = Profile(profile)
+    at = time.time() if now is None else now
+    if profile is Profile.STANDARD:
+        return sign_headers(
+            secret=secret, event_id=event_id, body=body, at=datetime.fromtimestamp(at, tz=UTC)
+        )
+    raw = body.encode("utf-8")
+    if profile is Profile.STRIPE:
+        timestamp = int(at)
+        digest = _hmac_hex(secret, str(timestamp).encode("ascii") + b"." + raw).decode()
+        return {"Stripe-Signature": f"t={timestamp},v1={digest}"}
+    return {
+        "X-Hub-Signature-256": f"sha256={_hmac_hex(secret, raw).decode()}",
+        "X-GitHub-Delivery": event_id,
+    }
