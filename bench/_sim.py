@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -31,10 +31,23 @@ _PR_SET_PDEATHSIG = 1
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook asking Linux to SIGTERM the child when this process dies.
+
+    The libc function is looked up here, in the parent: between fork and exec the child
+    may only do async-signal-safe work, so the hook itself just makes one call.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
 
 
 @dataclass
@@ -76,7 +89,7 @@ def _start(name: str, args: Sequence[str], log_dir: Path) -> Simulator:
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_die_with_parent_hook(),
         )
     return Simulator(name=name, url="", process=process, log_path=log_path)
 
@@ -119,6 +132,12 @@ def _stop(sim: Simulator) -> None:
             process.wait()
     if process.stdout is not None:
         process.stdout.close()
+
+
+def stop_simulators(sims: Sequence[Simulator]) -> None:
+    """Stop them now (idempotent; `simulators()` also stops them on exit)."""
+    for sim in sims:
+        _stop(sim)
 
 
 @contextlib.contextmanager

@@ -174,7 +174,30 @@ class NullClient(VLLMClient):
         yield self._result
 
 
-def micro(iterations: int, endpoint_counts: Sequence[int]) -> list[list[str]]:
+def _time_calls(fn: Callable[[int], None], iterations: int, threads: int) -> list[str]:
+    """CPU microseconds per call of `fn` run from `threads` threads: best, median of 3."""
+    for i in range(min(1000, iterations)):  # warm-up
+        fn(i)
+    per_thread = max(1, iterations // threads)
+
+    def loop() -> None:
+        for i in range(per_thread):
+            fn(i)
+
+    samples = []
+    for _ in range(3):
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        cpu0 = time.process_time()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        samples.append((time.process_time() - cpu0) / (per_thread * threads) * 1e6)
+    best = min(samples)
+    return [f"{best:.1f}", f"{statistics.median(samples):.1f}", f"{1e6 / best:,.0f}"]
+
+
+def micro(iterations: int, endpoint_counts: Sequence[int], threads: int) -> list[list[str]]:
     request = make_request(64, 16)
     ctxs = contexts(0, 256)
     rows = []
@@ -182,8 +205,10 @@ def micro(iterations: int, endpoint_counts: Sequence[int]) -> list[list[str]]:
         endpoints = [
             Endpoint(f"gpu-{i}", f"http://10.0.0.{i + 1}:8000", MODEL) for i in range(count)
         ]
-        with Pool(endpoints, strategy=SessionAffinity(), client_factory=NullClient) as pool:
-            null = NullClient(endpoints[0])
+        with (
+            Pool(endpoints, strategy=SessionAffinity(), client_factory=NullClient) as pool,
+            NullClient(endpoints[0]) as null,
+        ):
 
             def candidates(i: int, pool: Pool = pool) -> None:
                 pool.candidates(request, ctxs[i % len(ctxs)])
@@ -209,19 +234,13 @@ def micro(iterations: int, endpoint_counts: Sequence[int]) -> list[list[str]]:
                 ("in-memory client alone (baseline)", client_only),
             ]
             for name, fn in cases:
-                for i in range(min(1000, iterations)):  # warm-up
-                    fn(i)
-                samples = []
-                for _ in range(3):
-                    cpu0 = time.process_time()
-                    for i in range(iterations):
-                        fn(i)
-                    samples.append((time.process_time() - cpu0) / iterations * 1e6)
-                best = min(samples)
-                median = statistics.median(samples)
-                rows.append(
-                    [str(count), name, f"{best:.1f}", f"{median:.1f}", f"{1e6 / best:,.0f}"]
-                )
+                rows.append([str(count), "1", name, *_time_calls(fn, iterations, 1)])
+            # Every request takes several locks (pool, breaker, admission, ring); with
+            # threads contending for them and for the GIL the same work costs more.
+            contended = _time_calls(full, iterations, threads)
+            rows.append(
+                [str(count), str(threads), "Pool.chat with an in-memory client", *contended]
+            )
     return rows
 
 
@@ -260,13 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--micro-endpoints", type=_ints, default=[1, 4], help="pool sizes for the microbenchmark"
     )
+    parser.add_argument(
+        "--micro-threads", type=int, default=8, help="threads for the contended Pool.chat case"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     print(f"command: {command_line()}")
-    sim_args = ["--time-scale", repr(args.time_scale), "--reply-max-tokens", "120"]
+    sim_args = ["--time-scale", repr(args.time_scale)]
     print(f"simulator args: {' '.join(sim_args)}")
     results: dict[int, dict[str, ModeStats]] = {}
     with sigterm_as_exit(), simulators(1, sim_args) as sims:
@@ -274,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for concurrency in args.concurrency:
             results[concurrency] = measure(sim.url, sim.cpu_seconds, concurrency, args)
             print(f"  concurrency {concurrency} done", file=sys.stderr, flush=True)
-    micro_rows = micro(args.micro_iterations, args.micro_endpoints)
+    micro_rows = micro(args.micro_iterations, args.micro_endpoints, args.micro_threads)
 
     print()
     mode_text = "non-streamed" if args.no_stream else "streamed"
@@ -352,10 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     )
     print()
-    print("routing alone, no network (one thread, CPU time per call, best and median of 3):")
-    print(table(["endpoints", "operation", "best us", "median us", "calls per CPU-s"], micro_rows))
+    print("routing alone, no network (CPU time per call, best and median of 3):")
+    headers = ["endpoints", "threads", "operation", "best us", "median us", "calls per CPU-s"]
+    print(table(headers, micro_rows))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; simulators stopped", file=sys.stderr)
+        sys.exit(130)

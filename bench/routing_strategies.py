@@ -22,6 +22,7 @@ Run ``python -m bench.routing_strategies --help`` for the knobs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -43,11 +44,11 @@ from bench._sim import (
     scrape_counters,
     sigterm_as_exit,
     simulators,
+    stop_simulators,
     table,
 )
 from inference import (
     ChatRequest,
-    ChatResult,
     Endpoint,
     InferenceError,
     Pool,
@@ -182,13 +183,14 @@ def make_tenants(settings: Settings, rng: random.Random, words: Words) -> list[T
 def make_workload(settings: Settings, rate: float) -> tuple[list[Tenant], list[Arrival]]:
     """The seeded arrivals for one offered rate (requests per modelled second).
 
-    A fixed population of `rate * think_s` active conversations, each turn sent by one of
-    them chosen at random (so every conversation is a Poisson source and their sum is a
-    Poisson stream at `rate`), skipping conversations whose previous turn is less than
-    `min_gap_s` old (a person reads the reply before typing). A finished conversation is
-    replaced by a new one of a tenant drawn by weight. The conversations present at the
-    start begin part-way through (their earlier turns exist but are not cached anywhere),
-    so the history mix is already in steady state; the warm-up fills the caches.
+    Arrivals are a Poisson stream at `rate` (see `_poisson_times`). A fixed population of
+    `rate * think_s` active conversations sends them, each turn by one conversation chosen
+    at random (so each is roughly a Poisson source with mean gap `think_s`), skipping
+    conversations whose previous turn is less than `min_gap_s` old (a person reads the
+    reply before typing). A finished conversation is replaced by a new one of a tenant
+    drawn by weight. The conversations present at the start begin part-way through
+    (their earlier turns exist but are not cached anywhere), so the history mix is
+    already in steady state; the warm-up fills the caches.
     """
     # Seeded on purpose: every strategy must see the same workload.
     rng = random.Random(settings.seed)  # noqa: S311
@@ -220,12 +222,7 @@ def make_workload(settings: Settings, rate: float) -> tuple[list[Tenant], list[A
     population = max(1, round(rate * settings.think_s))
     active = [new_conversation(rng.randint(0, settings.max_turns - 1)) for _ in range(population)]
     arrivals: list[Arrival] = []
-    now = 0.0
-    horizon = settings.warmup_s + settings.window_s
-    while True:
-        now += rng.expovariate(rate)
-        if now >= horizon:
-            break
+    for now in _poisson_times(rng, rate, settings.warmup_s, settings.window_s):
         ready = [i for i, c in enumerate(active) if now - c.last_at >= settings.min_gap_s]
         if ready:
             index = rng.choice(ready)
@@ -248,6 +245,20 @@ def make_workload(settings: Settings, rate: float) -> tuple[list[Tenant], list[A
         if conversation.done >= conversation.turns:
             active[index] = new_conversation(0)
     return tenants, arrivals
+
+
+def _poisson_times(
+    rng: random.Random, rate: float, warmup_s: float, window_s: float
+) -> list[float]:
+    """Poisson arrival times, conditioned on exactly `rate * duration` arrivals in the
+    warm-up and in the window: given its count, a Poisson process's times are uniform
+    order statistics. Fixing the counts keeps the offered load of every cell on target
+    instead of a few per cent off by chance."""
+    times: list[float] = []
+    for start, length in ((0.0, warmup_s), (warmup_s, window_s)):
+        count = round(rate * length)
+        times.extend(sorted(start + rng.random() * length for _ in range(count)))
+    return times
 
 
 @dataclass(frozen=True)
@@ -357,9 +368,7 @@ class Record:
     due: float  # wall clock (perf_counter) the request was scheduled for
     started: float = math.nan  # when its thread began
     first: float | None = None
-    done: bool = False
     error: str = ""
-    endpoint: str = ""
     # `error` as it stood when the run was judged: closing the pool afterwards breaks
     # streams still decoding, which says nothing about their TTFT.
     judged_error: str = ""
@@ -443,6 +452,7 @@ def run_cell(
     arrivals: Sequence[Arrival],
 ) -> CellResult:
     ts = settings.time_scale
+    threads: list[threading.Thread] = []
     with simulators(settings.endpoints, settings.simulator_args()) as sims:
         endpoints = [
             Endpoint(s.name, s.url, MODEL, max_concurrency=settings.max_concurrency) for s in sims
@@ -460,7 +470,19 @@ def run_cell(
             ) as pool,
             httpx.Client(timeout=10.0) as http,
         ):
-            return _drive(settings, strategy, rate, tenants, arrivals, sims, pool, http, deadline_s)
+            result = _drive(
+                settings, strategy, rate, tenants, arrivals, sims, pool, http, deadline_s, threads
+            )
+            # Stop the servers before closing the pool: requests still queued in admission
+            # then fail fast instead of reaching a server after the measurement.
+            stop_simulators(sims)
+    give_up = time.perf_counter() + deadline_s
+    for thread in threads:
+        thread.join(timeout=max(0.0, give_up - time.perf_counter()))
+    stragglers = sum(1 for t in threads if t.is_alive())
+    if stragglers:
+        print(f"warning: {stragglers} request threads still running", file=sys.stderr)
+    return result
 
 
 def _drive(
@@ -473,6 +495,7 @@ def _drive(
     pool: Pool,
     http: httpx.Client,
     deadline_s: float,
+    threads: list[threading.Thread],
 ) -> CellResult:
     ts = settings.time_scale
     records: list[Record] = []
@@ -503,6 +526,7 @@ def _drive(
             daemon=True,
         )
         thread.start()
+        threads.append(thread)
     last_due = start + settings.warmup_s * ts + settings.window_s * ts
     # Every measured request is decided once it has a first token or waited past the cap.
     measured = [r for r in records if r.arrival.at_s >= settings.warmup_s]
@@ -544,12 +568,8 @@ def _send_with(pool: Pool, record: Record, deadline_s: float, template: ChatRequ
     )
     try:
         for item in pool.stream(request, ctx):
-            if isinstance(item, TokenDelta):
-                if record.first is None:
-                    record.first = time.perf_counter()
-            elif isinstance(item, ChatResult):
-                record.endpoint = item.endpoint.name
-        record.done = True
+            if isinstance(item, TokenDelta) and record.first is None:
+                record.first = time.perf_counter()
     except InferenceError as exc:
         record.error = type(exc).__name__
     except Exception as exc:  # e.g. the pool closed under a straggler at the end of a run
@@ -637,7 +657,7 @@ def summary_table(
     others = [s for s in dict.fromkeys(r.strategy for r in results) if s != "round_robin"]
     headers = [
         "offered/s",
-        "load",
+        "target load",
         *(f"{s}/RR" for s in others),
         *(f"{s}/RR @{extra_slo:g}s" for s in others),
         "SA Jain",
@@ -663,7 +683,9 @@ def summary_table(
                 verdict = "not met"
         else:
             verdict = jain_text = "-"
-        rows.append([f"{rate:.1f}", f"{rate / capacity:.2f}", *ratios, jain_text, verdict])
+        any_cell = next(iter(cells.values()))
+        offered = len(any_cell.measured) / settings.window_s
+        rows.append([f"{offered:.1f}", f"{rate / capacity:.2f}", *ratios, jain_text, verdict])
     return table(headers, rows)
 
 
@@ -851,8 +873,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulator args (each of {settings.endpoints}): {' '.join(settings.simulator_args())}")
 
     # Calibrate: the workload's token statistics decide the nominal capacity.
-    probe_tenants, probe = make_workload(settings, 10.0)
-    probe_stats = workload_stats(settings, probe_tenants, probe, round(10.0 * settings.think_s))
+    # Calibrate on a long sample so the estimate does not move with the window length.
+    long_run = dataclasses.replace(settings, window_s=120.0)
+    probe_tenants, probe = make_workload(long_run, 10.0)
+    probe_stats = workload_stats(long_run, probe_tenants, probe, round(10.0 * settings.think_s))
     slots = settings.endpoints * settings.max_num_seqs
     capacity_cached = slots / (probe_stats.service_ms(settings, costs, cached=True) / 1000)
     capacity_cold = slots / (probe_stats.service_ms(settings, costs, cached=False) / 1000)
@@ -936,4 +960,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; simulators stopped", file=sys.stderr)
+        sys.exit(130)

@@ -30,6 +30,7 @@ class DingTalkDeliveryError(DeliveryError):
 
     `delivered_chars`: characters of the reply text already delivered before this failure;
     retry with `text[delivered_chars:]` so the user does not see earlier parts twice.
+    `via`: the route that failed ("session_webhook" or "openapi"), set by the sender.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class DingTalkDeliveryError(DeliveryError):
         self.code = code
         self.delivered_chars = 0
         self.parts_sent = 0
+        self.via = ""
 
 
 def network_error(exc: httpx.HTTPError, what: str) -> DingTalkDeliveryError:

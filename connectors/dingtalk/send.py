@@ -97,17 +97,23 @@ class DingTalkSender:
         text = text.encode("utf-8", "replace").decode("utf-8")
         if not text.strip():
             raise DingTalkDeliveryError("reply text is empty; nothing to send", permanent=True)
-        if self._webhook_usable(handle):
-            return self._send_webhook(handle=handle, text=text, fmt=fmt, title=title)
-        return self._send_openapi(
-            handle=handle,
-            text=text,
-            fmt=fmt,
-            title=title,
-            app_key=app_key,
-            app_secret=app_secret,
-            robot_code=robot_code or str(handle.get("robot_code") or ""),
-        )
+        via = "session_webhook" if self._webhook_usable(handle) else "openapi"
+        try:
+            if via == "session_webhook":
+                return self._send_webhook(handle=handle, text=text, fmt=fmt, title=title)
+            return self._send_openapi(
+                handle=handle,
+                text=text,
+                fmt=fmt,
+                title=title,
+                app_key=app_key,
+                app_secret=app_secret,
+                robot_code=robot_code or str(handle.get("robot_code") or ""),
+            )
+        except DingTalkDeliveryError as exc:
+            # The attempt log names the route that failed, as it does for successes.
+            exc.via = via
+            raise
 
     def _webhook_usable(self, handle: Mapping[str, Any]) -> bool:
         url = handle.get("session_webhook")

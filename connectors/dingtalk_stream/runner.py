@@ -330,6 +330,9 @@ class StreamSupervisor:
         with self._lock:
             conns = list(self._connections.values())
             self._connections.clear()
+            if conns:
+                # In-flight messages are still stored and ACKed for up to the drain timeout.
+                self._log.info("stopping %d stream connection(s)", len(conns))
             return self._stop(conns)
 
     def run(

@@ -14,8 +14,15 @@ from inference import Endpoint, Pool, PoolChatModel, PoolUnavailable, Priority
 @pytest.fixture
 def model(simulator: Endpoint) -> PoolChatModel:
     pool = Pool([simulator])
-    chat = PoolChatModel(pool=pool, model=simulator.model, max_tokens=64, temperature=0.0,
-                         affinity_key="conv-1", tenant="t-1", priority=Priority.REALTIME)
+    chat = PoolChatModel(
+        pool=pool,
+        model=simulator.model,
+        max_tokens=64,
+        temperature=0.0,
+        affinity_key="conv-1",
+        tenant="t-1",
+        priority=Priority.REALTIME,
+    )
     yield chat
     pool.close()
 

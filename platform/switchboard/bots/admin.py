@@ -58,6 +58,13 @@ class BotAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     ]
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value back, even the one just typed."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
 class ConnectorForm(forms.ModelForm):  # type: ignore[type-arg]
     """Secrets are write-only: typed in, never rendered back into the page."""
 
@@ -70,7 +77,7 @@ class ConnectorForm(forms.ModelForm):  # type: ignore[type-arg]
     )
     new_private_key = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 4}),
+        widget=WriteOnlyTextarea(attrs={"rows": 4}),
         help_text="AliGenie: PEM RSA private key for encrypted requests, or use the "
         "'Generate AliGenie key pair' action. Leave empty to keep the current one.",
     )
@@ -181,9 +188,13 @@ class ConnectorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     @admin.display(description="URL to paste into the provider's console")
     def ingress_url(self, obj: Connector) -> str:
-        path = services.connector_ingress_path(obj) if obj.pk else ""
+        # The id is a UUID default, so an unsaved connector has one too, but not the one
+        # it will be saved with: show nothing until it exists.
+        if obj is None or obj._state.adding:
+            return ""
+        path = services.connector_ingress_path(obj)
         if not path:
-            return "— (Stream mode connects out; run `manage.py dingtalk_stream`)" if obj.pk else ""
+            return "— (Stream mode connects out; run `manage.py dingtalk_stream`)"
         return format_html("<code>{}</code>", path)
 
     def save_model(self, request: HttpRequest, obj: Connector, form: Any, change: bool) -> None:

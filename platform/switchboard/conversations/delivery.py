@@ -85,8 +85,11 @@ def reply_payload(reply: Message) -> dict[str, Any]:
     }
 
 
-def reply_deliver(*, message_id: str, replay: bool = False) -> Outcome:
-    """One delivery attempt of a pending reply. Raises `DeliveryError` or `Paced`."""
+def reply_deliver(*, message_id: str, replay: bool = False, final: bool = False) -> Outcome:
+    """One delivery attempt of a pending reply. Raises `DeliveryError` or `Paced`.
+
+    `final`: no retry follows a failure of this attempt, so it is logged `failed`.
+    """
     reply = (
         Message.objects.select_related(
             "connector", "conversation__bot", "reply_to__conversation__end_user"
@@ -99,6 +102,12 @@ def reply_deliver(*, message_id: str, replay: bool = False) -> Outcome:
     connector = reply.connector
     if connector.kind == Connector.Kind.ALIGENIE:
         return Outcome(delivered=False, held=True)
+    if not connector.enabled:
+        # Disabled by an operator or by repeated permanent failures: send nothing more.
+        Message.objects.filter(pk=reply.pk).update(
+            status=Message.Status.UNDELIVERABLE, error="connector is disabled", next_attempt_at=None
+        )
+        return Outcome(delivered=False, nothing_to_do=True)
     attempt = reply.attempts + 1
     Message.objects.filter(pk=reply.pk).update(attempts=attempt)
     started = time.perf_counter()
@@ -111,7 +120,7 @@ def reply_deliver(*, message_id: str, replay: bool = False) -> Outcome:
         Message.objects.filter(pk=reply.pk).update(attempts=attempt - 1)
         raise
     except DeliveryError as exc:
-        _record_failure(reply, connector, exc, attempt, started, replay)
+        _record_failure(reply, connector, exc, attempt, started, replay, final)
         raise
     _record_success(reply, connector, sent, attempt, started, replay)
     return Outcome(delivered=True)
@@ -249,9 +258,13 @@ def _record_failure(
     attempt: int,
     started: float,
     replay: bool,
+    final: bool = False,
 ) -> None:
-    outcome = DeliveryAttempt.Outcome.FAILED if exc.permanent else DeliveryAttempt.Outcome.RETRYING
+    failed = exc.permanent or final
+    outcome = DeliveryAttempt.Outcome.FAILED if failed else DeliveryAttempt.Outcome.RETRYING
     via = "callback" if connector.kind == Connector.Kind.WEBHOOK else connector.kind
+    # A DingTalk failure says which route failed (session webhook or OpenAPI).
+    via = getattr(exc, "via", "") or via
     with transaction.atomic():
         _log(
             reply,
@@ -320,6 +333,7 @@ def reply_replay(*, message_id: uuid.UUID | str) -> bool:
             ],
         )
         .exclude(connector__kind=Connector.Kind.ALIGENIE)
+        .filter(connector__enabled=True)
         .update(status=Message.Status.PENDING, next_attempt_at=None, error="")
     )
     if not updated:

@@ -145,8 +145,12 @@ def notify_reply_ready(*, inbound_id: uuid.UUID, reply_id: uuid.UUID) -> None:
 
 
 def _queue_for(connector: Connector) -> str:
+    return _queue_for_kind(connector.kind)
+
+
+def _queue_for_kind(kind: str) -> str:
     # A speaker is waiting with an open microphone: voice gets its own, fastest queue.
-    return "realtime" if connector.kind == Connector.Kind.ALIGENIE else "chat"
+    return "realtime" if kind == Connector.Kind.ALIGENIE else "chat"
 
 
 def _enqueue_generation(message_id: uuid.UUID, queue: str = "chat") -> None:
@@ -287,10 +291,10 @@ def messages_requeue_stalled() -> dict[str, int]:
     waiting = list(
         Message.objects.filter(
             status=Message.Status.RECEIVED, created_at__lt=now - stalled_after
-        ).values_list("pk", flat=True)[:1000]
+        ).values_list("pk", "connector__kind")[:1000]
     )
-    for pk in waiting:
-        _enqueue_generation(pk)
+    for pk, kind in waiting:
+        _enqueue_generation(pk, _queue_for_kind(kind))
     deliveries = list(
         Message.objects.filter(status=Message.Status.PENDING, created_at__lt=now - stalled_after)
         .exclude(next_attempt_at__gt=now - stalled_after)

@@ -44,15 +44,27 @@ def generate_reply(self: Task, message_id: str) -> None:
         services.message_fail(message_id=message_id, error=str(exc))
 
 
-@shared_task(bind=True, queue="default", acks_late=True)
-def deliver_reply(self: Task, message_id: str, replay: bool = False) -> None:
+# max_retries=None: the retry budget is ours (_may_retry); Celery's default of 3 would
+# make `self.retry` raise instead of retrying once pacing and failures add up to 4.
+@shared_task(bind=True, queue="default", acks_late=True, max_retries=None)
+def deliver_reply(self: Task, message_id: str, replay: bool = False, paced: int = 0) -> None:
+    # Celery counts every retry; waits for the conversation's turn (`paced` of them) are
+    # not failed attempts and must not use up the reply's retry budget.
+    retries = self.request.retries - paced
+    # Known before the attempt, so a failure that uses up the retries is logged `failed`,
+    # not `retrying`.
+    final = not _may_retry(retries, _connector_kind(message_id))
     try:
-        delivery.reply_deliver(message_id=message_id, replay=replay)
-    except delivery.Paced as paced:
+        delivery.reply_deliver(message_id=message_id, replay=replay, final=final)
+    except delivery.Paced as wait:
         # Not an attempt: the conversation just sent something, wait for its turn.
-        raise self.retry(countdown=paced.wait_s, max_retries=None) from None
+        raise self.retry(
+            countdown=wait.wait_s,
+            max_retries=None,
+            kwargs={"replay": replay, "paced": paced + 1},
+        ) from None
     except DeliveryError as exc:
-        countdown = _delivery_delay(self.request.retries, exc, message_id)
+        countdown = _delivery_delay(retries, exc, message_id)
         if exc.permanent or countdown is None:
             logger.error("delivery of %s abandoned: %s", message_id, exc.message)
             delivery.reply_mark_undeliverable(message_id=message_id, error=exc)
@@ -65,14 +77,29 @@ def deliver_reply(self: Task, message_id: str, replay: bool = False) -> None:
         raise self.retry(countdown=countdown, max_retries=None, exc=exc) from exc
 
 
+def _connector_kind(message_id: str) -> str | None:
+    return Message.objects.filter(pk=message_id).values_list("connector__kind", flat=True).first()
+
+
+def _uses_schedule(kind: str | None) -> bool:
+    return kind == Connector.Kind.WEBHOOK and settings.SWITCHBOARD_WEBHOOK_RETRY == "standard"
+
+
+def _may_retry(retries: int, kind: str | None) -> bool:
+    """Whether a failure after `retries` retries may still be retried."""
+    if _uses_schedule(kind):
+        return retries + 1 < schedule.max_attempts()
+    return retries < settings.SWITCHBOARD_CALLBACK_MAX_RETRIES
+
+
 def _delivery_delay(retries: int, exc: DeliveryError, message_id: str) -> float | None:
     """Seconds until the next attempt, or None when the reply's retries are used up."""
-    kind = Message.objects.filter(pk=message_id).values_list("connector__kind", flat=True).first()
-    if kind == Connector.Kind.WEBHOOK and settings.SWITCHBOARD_WEBHOOK_RETRY == "standard":
+    kind = _connector_kind(message_id)
+    if not _may_retry(retries, kind):
+        return None
+    if _uses_schedule(kind):
         # The Standard Webhooks schedule: about three days of retries.
         return schedule.next_delay(retries + 1)
-    if retries >= settings.SWITCHBOARD_CALLBACK_MAX_RETRIES:
-        return None
     backoff = _backoff(
         retries,
         factor=settings.SWITCHBOARD_CALLBACK_BACKOFF_BASE_S,

@@ -41,8 +41,8 @@ def voice_turn(
     else:
         received = services.message_receive(connector=connector, inbound=inbound)
         waiting_on = received.message
-        existing = Message.objects.filter(reply_to=waiting_on).first()
-        if not received.created and existing is not None:
+        existing = _answer_of(waiting_on) if not received.created else None
+        if existing is not None:
             # AliGenie retried a request we already answered: say the same again.
             return _speak(existing, received.message)
     reply = _wait_for_reply(waiting_on, deadline)
@@ -79,6 +79,15 @@ def _held_reply(connector: Connector, conversation_key: str) -> Message | None:
     )
 
 
+def _answer_of(turn: Message) -> Message | None:
+    """The reply `turn` was answered with: its own, or the held one it collected."""
+    own = Message.objects.filter(reply_to=turn).first()
+    if own is not None:
+        return own
+    held_id = turn.reply_handle.get("answered_with")
+    return Message.objects.filter(pk=held_id).first() if held_id else None
+
+
 def _wait_for_reply(inbound: Message, deadline: float) -> Message | None:
     key = services.reply_ready_key(inbound.pk)
     remaining = deadline - time.monotonic()
@@ -103,4 +112,9 @@ def _speak(reply: Message, turn: Message) -> dict[str, Any]:
                 via="sync_response",
                 response_excerpt=f"answered turn {turn.pk}",
             )
+        if reply.reply_to_id != turn.pk:
+            # A later turn heard an earlier turn's reply: remember it, so a retry of this
+            # turn says the same again instead of "still thinking" with nothing held.
+            handle = {**turn.reply_handle, "answered_with": str(reply.pk)}
+            Message.objects.filter(pk=turn.pk).update(reply_handle=handle)
     return aligenie.result(reply.text)

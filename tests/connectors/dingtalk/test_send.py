@@ -1,6 +1,5 @@
 """`DingTalkSender` against the fake DingTalk: which path, tokens, and long replies."""
 
-
 from __future__ import annotations
 
 import json

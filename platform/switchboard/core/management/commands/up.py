@@ -163,6 +163,9 @@ class Command(BaseCommand):
                 "--no-access-log",
             ),
         )
+        if _stream_connectors_exist():
+            # Off unless needed: Stream mode holds a WebSocket open to DingTalk per app.
+            supervisor.start("dingtalk-stream", python_argv("manage.py", "dingtalk_stream"))
         self.stdout.write("starting simulators, worker, beat and web ...")
         for url in sim_urls:
             wait_for(http_ok(f"{url}/health"), timeout=60, what=url, supervisor=supervisor)
@@ -190,3 +193,11 @@ class Command(BaseCommand):
         self.stdout.write("\nIn another terminal, send a signed message and see the reply:")
         self.stdout.write(self.style.SUCCESS('  python3 dev.py send "Hello, who are you?"'))
         self.stdout.write("\nCtrl-C stops everything.")
+
+
+def _stream_connectors_exist() -> bool:
+    from switchboard.bots.models import Connector
+
+    return Connector.objects.filter(
+        kind=Connector.Kind.DINGTALK, dingtalk_mode=Connector.DingTalkMode.STREAM, enabled=True
+    ).exists()
