@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
@@ -10,6 +13,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from connectors.aligenie import load_private_key
+from connectors.netguard import UnsafeURL, check_url
 from connectors.webhook import generate_secret
 from switchboard.bots import services
 from switchboard.bots.models import Bot, Connector
@@ -123,7 +127,36 @@ class ConnectorForm(forms.ModelForm):  # type: ignore[type-arg]
         tenant = data.get("tenant")
         if bot is not None and tenant is not None and bot.tenant_id != tenant.pk:
             self.add_error("bot", "The bot belongs to another tenant.")
+        url = data.get("callback_url")
+        if url and data.get("kind") == Connector.Kind.WEBHOOK:
+            # The stored flag counts too: only operators may change it (see save_model).
+            allow = (
+                bool(data.get("allow_private_callback"))
+                or bool(self.instance.pk and self.instance.allow_private_callback)
+                or settings.SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS
+            )
+            problem = callback_url_problem(url, allow_private=allow)
+            if problem:
+                self.add_error("callback_url", problem)
         return data
+
+
+def callback_url_problem(url: str, *, allow_private: bool) -> str | None:
+    """Why a callback URL would be refused when sending, if that can be told now.
+
+    A host that does not resolve yet is accepted (DNS may be split or not set up yet);
+    the guard on every connection is what finally decides.
+    """
+    try:
+        check_url(url, allow_private=allow_private)
+    except UnsafeURL as exc:
+        host = urlsplit(url).hostname or ""
+        try:
+            socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError):
+            return None if host else str(exc)
+        return str(exc)
+    return None
 
 
 @admin.register(Connector)
@@ -197,6 +230,14 @@ class ConnectorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             return "— (Stream mode connects out; run `manage.py dingtalk_stream`)"
         return format_html("<code>{}</code>", path)
 
+    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, **kwargs)
+        if not request.user.is_superuser and "allow_private_callback" in form.base_fields:
+            # Operators only: a disabled field ignores whatever is posted for it, so the
+            # form's own checks see the stored value.
+            form.base_fields["allow_private_callback"].disabled = True
+        return form
+
     def save_model(self, request: HttpRequest, obj: Connector, form: Any, change: bool) -> None:
         shown: str | None = None
         if form.cleaned_data.get("new_secret"):
@@ -207,8 +248,6 @@ class ConnectorAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             obj.private_key = form.cleaned_data["new_private_key"]
         if obj.kind == Connector.Kind.ALIGENIE and not obj.path_token:
             obj.path_token = services.new_path_token()
-        if not request.user.is_superuser and "allow_private_callback" in form.changed_data:
-            obj.allow_private_callback = form.initial.get("allow_private_callback", False)
         super().save_model(request, obj, form, change)
         if shown:
             self.message_user(
