@@ -110,6 +110,11 @@ class Pool:
         return list(self._discovery.endpoints())
 
     def breaker(self, endpoint: Endpoint) -> CircuitBreaker:
+        # Read without the lock (a dict lookup is atomic); lock only to create, so the hot
+        # path of every request does not contend (see BENCHMARKS.md, router overhead).
+        breaker = self._breakers.get(endpoint.url)
+        if breaker is not None:
+            return breaker
         with self._lock:
             breaker = self._breakers.get(endpoint.url)
             if breaker is None:
@@ -129,8 +134,8 @@ class Pool:
             self.admission.kick()
 
     def stats(self, endpoint: Endpoint) -> EngineStats | None:
-        with self._lock:
-            return self._stats.get(endpoint.url)
+        # Stats are replaced whole, never mutated, so a lock-free read sees one or the other.
+        return self._stats.get(endpoint.url)
 
     def snapshot(self) -> list[EndpointStatus]:
         return [
@@ -293,6 +298,9 @@ class Pool:
         )
 
     def _client(self, endpoint: Endpoint) -> VLLMClient:
+        client = self._clients.get(endpoint.url)
+        if client is not None:
+            return client
         with self._lock:
             client = self._clients.get(endpoint.url)
             if client is None:
