@@ -276,21 +276,32 @@ class WorkloadStats:
     system_only_hit: float
 
     def service_ms(self, settings: Settings, sim_defaults: SimDefaults, *, cached: bool) -> float:
-        """Modelled busy time of one batch slot per request with a full batch."""
+        """Modelled batch-slot time per request when every endpoint runs a full batch.
+
+        The simulator runs vLLM-like engine steps: each step decodes one token for every
+        running sequence and spends the rest of its budget on prefill chunks, and its
+        duration grows with both. In steady state a full batch of S sequences emits S
+        tokens per step, so each request holds its slot for `output` steps, and the
+        prefill of the S/output requests admitted per step is paid inside those steps.
+        """
         uncached = self.mean_new_tokens if cached else self.mean_prompt_tokens
-        prefill = sim_defaults.ttft_base_ms + settings.prefill_ms_per_token * uncached
-        step = sim_defaults.decode_ms + sim_defaults.decode_ms_per_seq * settings.max_num_seqs
-        return prefill + step * max(0.0, self.mean_output_tokens - 1)
+        seqs = settings.max_num_seqs
+        outputs = max(1.0, self.mean_output_tokens)
+        step = (
+            sim_defaults.step_base_ms
+            + sim_defaults.decode_ms_per_seq * seqs
+            + settings.prefill_ms_per_token * uncached * seqs / outputs
+        )
+        return step * outputs
 
 
 @dataclass(frozen=True)
 class SimDefaults:
-    """The simulator's default costs (see its --help); only prefill can be changed here."""
+    """The simulator's default step costs (see its --help); prefill can be changed here."""
 
-    ttft_base_ms: float = 20.0
+    step_base_ms: float = 10.0
     prefill_ms_per_token: float = 0.05
-    decode_ms: float = 12.0
-    decode_ms_per_seq: float = 0.05
+    decode_ms_per_seq: float = 0.1
 
 
 def workload_stats(

@@ -26,14 +26,20 @@ from inference.simulator.responses import SimulatedCrash
 
 _MODEL_SUMMARY = """\
 performance model (defaults: roughly a 7B model on one data-centre GPU):
-  At most --max-num-seqs requests run at once; the rest wait in a FIFO queue. The KV cache
-  is --kv-blocks blocks of --block-size tokens with prefix caching by chained block hash
-  and LRU eviction of unused blocks. Time to first token is --ttft-base-ms plus
-  --prefill-ms-per-token for each prompt token not already cached; every further token
-  takes --decode-ms plus --decode-ms-per-seq per running request. A request that needs a
-  KV block when none is free preempts the newest running request, which requeues at the
-  front and recomputes. Every delay is multiplied by --time-scale; /metrics latencies are
-  in modelled seconds. Details: pydoc inference.simulator.engine
+  One engine loop runs steps while there is work, like vLLM v1 with chunked prefill. Each
+  step has a budget of --max-num-batched-tokens: every running request in decode takes 1
+  token, requests in prefill take a chunk of their uncached prompt tokens; then waiting
+  requests are admitted FIFO while --max-num-seqs slots and KV blocks allow. A step takes
+  --step-base-ms + --prefill-ms-per-token x prefill tokens + --decode-ms-per-seq x
+  decoding requests; at its end finished prefills emit their first token and decoders
+  their next, so a long prefill slows everyone's tokens and cached prefixes speed them up.
+  The KV cache is --kv-blocks blocks of --block-size tokens with prefix caching by chained
+  block hash and LRU eviction of unused blocks. A request that needs a KV block when none
+  is free preempts the newest running request, which requeues at the front and
+  recomputes. Every delay is multiplied by --time-scale; /metrics latencies are in
+  modelled seconds. The old --ttft-base-ms/--ttft-ms and --decode-ms/--token-ms (a fixed
+  TTFT part and a batch-of-one token time) are deprecated aliases of --step-base-ms,
+  which now plays both roles. Details: pydoc inference.simulator.engine
 
 faults (each drawn per request from random.Random(--seed)):
   --error-rate answers 503 ServiceUnavailableError; --hang-rate sends nothing until the
@@ -166,37 +172,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per KV-cache block, the unit of prefix caching",
     )
     perf.add_argument(
+        "--max-num-batched-tokens",
+        type=_positive_int,
+        metavar="N",
+        default=engine.max_num_batched_tokens,
+        help="token budget of one engine step (decode tokens plus prefill chunks)",
+    )
+    perf.add_argument(
+        "--step-base-ms",
         "--ttft-base-ms",
         "--ttft-ms",
-        dest="ttft_base_ms",
+        "--decode-ms",
+        "--token-ms",
+        dest="step_base_ms",
         type=_non_negative_float,
         metavar="MS",
-        default=engine.ttft_base_ms,
-        help="fixed part of the time to first token, in ms (--ttft-ms is the old name)",
+        default=engine.step_base_ms,
+        help="fixed time of every engine step, in ms; --ttft-base-ms, --ttft-ms, "
+        "--decode-ms and --token-ms are deprecated aliases (the last one given wins)",
     )
     perf.add_argument(
         "--prefill-ms-per-token",
         type=_non_negative_float,
         metavar="MS",
         default=engine.prefill_ms_per_token,
-        help="prefill time per prompt token not found in the prefix cache, in ms",
-    )
-    perf.add_argument(
-        "--decode-ms",
-        "--token-ms",
-        dest="decode_ms",
-        type=_non_negative_float,
-        metavar="MS",
-        default=engine.decode_ms,
-        help="time per output token after the first with a batch of one, in ms "
-        "(--token-ms is the old name)",
+        help="step time per prompt token prefilled in it (cached tokens cost nothing), in ms",
     )
     perf.add_argument(
         "--decode-ms-per-seq",
         type=_non_negative_float,
         metavar="MS",
         default=engine.decode_ms_per_seq,
-        help="extra time per output token for each running request, in ms",
+        help="step time per request decoding one token in it, in ms",
     )
     perf.add_argument(
         "--time-scale",
@@ -263,9 +270,9 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
             max_num_seqs=args.max_num_seqs,
             kv_blocks=args.kv_blocks,
             block_size=args.block_size,
-            ttft_base_ms=args.ttft_base_ms,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            step_base_ms=args.step_base_ms,
             prefill_ms_per_token=args.prefill_ms_per_token,
-            decode_ms=args.decode_ms,
             decode_ms_per_seq=args.decode_ms_per_seq,
             time_scale=args.time_scale,
         ),

@@ -1,49 +1,60 @@
-"""The simulator's performance model: a continuous-batching engine with a paged KV cache.
+"""The simulator's performance model: a step-based continuous-batching engine with a paged
+KV cache, scheduled the way vLLM v1's scheduler does it (chunked prefill always on).
 
 Defaults describe roughly a 7B model on one data-centre GPU (an A100/H100-class card).
-Every request is an asyncio task that goes through these stages:
+One asyncio task runs *engine steps* back to back while any request is running or
+waiting, and stops when there is none. Each step is planned, takes its modelled time,
+then its results are applied:
 
-1. **Queue.** At most `max_num_seqs` (default 256) sequences run at once. Others wait in
-   one FIFO queue (``vllm:num_requests_waiting``); the head must be admitted before anyone
-   behind it, as with vLLM's first-come-first-served policy.
-2. **Admission and prefix caching.** The KV cache has `kv_blocks` (default 2000) blocks of
-   `block_size` (default 16) tokens, see `inference.simulator.kvcache`. On admission the
-   prompt's full blocks are looked up by chained block hash; the longest cached run is
-   reused and only the rest is allocated. As in vLLM the last prompt token is always
-   recomputed, so a hit covers at most the full blocks within the first ``len - 1``
-   tokens. ``vllm:prefix_cache_queries_total`` counts the tokens looked up and
-   ``vllm:prefix_cache_hits_total`` the tokens found. The head of the queue waits until
-   its uncached blocks fit (cached blocks nobody uses count as free and are evicted LRU).
-3. **Prefill.** The first token appears after
-   ``ttft_base_ms + prefill_ms_per_token * uncached_prompt_tokens`` (defaults 20 ms and
-   0.05 ms, i.e. about 20k prompt tokens/s), plus any injected latency spike.
-4. **Decode.** Each further token takes ``decode_ms + decode_ms_per_seq * running``
-   (defaults 12 ms and 0.05 ms: ~83 tokens/s alone, ~40 tokens/s per sequence with a full
-   batch of 256). A sequence holds blocks for every token fed through the model so far,
-   taking a new block whenever it crosses a block boundary; full blocks of generated
-   tokens are cached too.
-5. **Preemption.** When a sequence needs a block and none is free, the most recently
-   admitted running sequence is preempted (possibly the one asking), as vLLM does: its
-   blocks are released (they stay cached until evicted), it goes back to the *front* of
-   the queue, and on readmission it recomputes prompt plus generated tokens as a prefill,
-   usually mostly from the prefix cache. ``vllm:num_preemptions_total`` counts these. The
-   configuration is rejected unless the cache holds at least one `max_model_len` sequence,
-   so a lone sequence can always finish.
+1. **Running sequences first.** Every running sequence, in admission order, is given
+   tokens from the step's budget of `max_num_batched_tokens` (default 8192, as vLLM): a
+   sequence in decode takes 1 token; one still in prefill takes a *chunk* of its
+   remaining uncomputed prompt tokens, as many as the budget has left (chunked prefill).
+   Scheduling stops when the budget is spent.
+2. **KV blocks and preemption.** The KV cache has `kv_blocks` (default 2000) blocks of
+   `block_size` (default 16) tokens, see `inference.simulator.kvcache`. A scheduled
+   sequence must hold blocks for every token computed up to the end of its chunk. When
+   none is free, the most recently admitted running sequence is preempted (possibly the
+   one asking, which then ends this step's running pass), as vLLM does: its blocks are
+   released (they stay cached until evicted), it goes back to the *front* of the queue,
+   and on readmission it recomputes prompt plus generated tokens as a prefill, usually
+   mostly from the prefix cache. ``vllm:num_preemptions_total`` counts these. The
+   configuration is rejected unless the cache holds one `max_model_len` sequence.
+3. **Admission.** If nothing was preempted, waiting requests are admitted FIFO
+   (``vllm:num_requests_waiting``) while fewer than `max_num_seqs` (default 256) run,
+   budget is left and the head's first chunk fits in the free blocks; the head blocks
+   everyone behind it. On admission the prompt's full blocks are looked up by chained
+   block hash and the longest cached run is reused; as in vLLM the last prompt token is
+   always recomputed, so a hit covers at most the full blocks within the first
+   ``len - 1`` tokens. ``vllm:prefix_cache_queries_total`` counts the tokens looked up and
+   ``vllm:prefix_cache_hits_total`` the tokens found. Only uncached tokens are prefilled.
+4. **Step time.** ``step_base_ms + prefill_ms_per_token * prefill_tokens +
+   decode_ms_per_seq * decode_seqs`` (defaults 10 ms, 0.05 ms and 0.1 ms): ~10 ms per
+   decode step alone (~100 tokens/s), ~36 ms with 256 decoding sequences, ~20k prefill
+   tokens/s. So everybody sharing a step waits for it: another request's long prefill
+   slows every decoding sequence's next token, and cached prefixes shrink prefill work.
+5. **End of step.** A sequence whose prefill completed emits its first token (TTFT);
+   decoding sequences emit their next token; a sequence holds blocks for every computed
+   token and full blocks (prompt or generated) are registered in the prefix cache.
+   Finished sequences free their slots and blocks at once.
 
-Simplifications: prefill of one request never stalls another's decode (as if chunked
-prefill overlapped perfectly), and a step lost to preemption is simply discarded.
+An injected latency spike holds a sequence, with its slot and blocks, between the end of
+its prefill and its first token, without stalling anybody else's steps.
 
-**Time.** Every modelled delay is multiplied by `time_scale` (default 1.0) before it is
-slept, so tests and benchmarks can run the same model faster. Latency histograms record
-*modelled* seconds, not wall clock: queueing after a real wait counts as that wall time
-divided by `time_scale`, a request admitted on arrival has a queue time of exactly 0, and
-everything else is the model's own arithmetic. A request served alone therefore reports a
-TTFT of exactly ``ttft_base_ms + prefill_ms_per_token * uncached``.
+**Time.** Every step's modelled time is multiplied by `time_scale` (default 1.0) before
+it is slept, so tests and benchmarks can run the same model faster. The engine keeps a
+*modelled* clock that advances by each step's time; latency histograms record modelled
+seconds from it. A request that arrives while the engine is idle is admitted at once
+(queue time exactly 0); one arriving mid-step is placed in that step by the wall time
+elapsed divided by `time_scale` (at the step's start when `time_scale` is 0). A request
+served alone therefore reports a TTFT of exactly
+``step_base_ms + prefill_ms_per_token * uncached`` when its prompt fits one step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -62,24 +73,18 @@ class EngineConfig:
     max_num_seqs: int = 256
     kv_blocks: int = 2000
     block_size: int = 16
-    ttft_base_ms: float = 20.0
+    max_num_batched_tokens: int = 8192
+    step_base_ms: float = 10.0
     prefill_ms_per_token: float = 0.05
-    decode_ms: float = 12.0
-    decode_ms_per_seq: float = 0.05
+    decode_ms_per_seq: float = 0.1
     time_scale: float = 1.0
 
     def check(self, max_model_len: int) -> None:
         """Raise ValueError for settings the model cannot run with."""
-        for name in ("max_num_seqs", "kv_blocks", "block_size"):
+        for name in ("max_num_seqs", "kv_blocks", "block_size", "max_num_batched_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in (
-            "ttft_base_ms",
-            "prefill_ms_per_token",
-            "decode_ms",
-            "decode_ms_per_seq",
-            "time_scale",
-        ):
+        for name in ("step_base_ms", "prefill_ms_per_token", "decode_ms_per_seq", "time_scale"):
             if not getattr(self, name) >= 0:  # also rejects NaN
                 raise ValueError(f"{name} must be >= 0")
         if self.kv_blocks * self.block_size < max_model_len:
@@ -90,29 +95,41 @@ class EngineConfig:
                 f"hold at least max_model_len ({max_model_len}) tokens"
             )
 
+    def step_ms(self, prefill_tokens: int, decode_seqs: int) -> float:
+        return (
+            self.step_base_ms
+            + self.prefill_ms_per_token * prefill_tokens
+            + self.decode_ms_per_seq * decode_seqs
+        )
+
 
 @dataclass(eq=False)
 class _Sequence:
     prompt_len: int
     output_len: int
     hasher: BlockHasher
-    admitted: asyncio.Future[None]
     spike_s: float
+    arrived_s: float  # modelled clock
+    queued_s: float  # modelled clock when it last joined the queue
     blocks: list[int] = field(default_factory=list)
     registered: int = 0  # leading blocks already offered to the prefix cache
+    computed: int = 0  # tokens whose KV has been computed
     emitted: int = 0
     running: bool = False
-    epoch: int = 0  # bumped on every admission, so a step lost to preemption is noticed
-    uncached: int = 0  # tokens the next prefill must compute (set on each admission)
-    prefill_pending: bool = False
-    queued_at: float | None = None  # wall clock when queued, None if not yet decided
+    finished: bool = False
     ever_admitted: bool = False
-    model_s: float = 0.0  # modelled seconds since arrival
-    last_token_s: float = 0.0
+    hold_until: float | None = None  # modelled time a spiked first token is released
+    token_s: list[float] = field(default_factory=list)  # modelled time of each token
+    signal: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def total(self) -> int:
+        """Tokens the model has to have seen to produce the next token."""
+        return self.prompt_len + self.emitted
 
 
 class Engine:
-    """Schedules simulated sequences onto batch slots and KV blocks, and paces their tokens."""
+    """Runs engine steps over simulated sequences, batch slots and KV blocks."""
 
     def __init__(
         self,
@@ -129,6 +146,13 @@ class Engine:
         self._clock = clock
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.now_s = 0.0  # the modelled clock
+        self.steps = 0  # engine steps run so far
+        self._preemptions = 0
+        # (modelled start, modelled length, wall start) of the wait in progress, if any
+        self._in_flight: tuple[float, float, float] | None = None
 
     @property
     def num_running(self) -> int:
@@ -137,14 +161,6 @@ class Engine:
     @property
     def num_waiting(self) -> int:
         return len(self._waiting)
-
-    def prefill_ms(self, uncached_tokens: int) -> float:
-        cfg = self.config
-        return cfg.ttft_base_ms + cfg.prefill_ms_per_token * uncached_tokens
-
-    def decode_ms(self) -> float:
-        cfg = self.config
-        return cfg.decode_ms + cfg.decode_ms_per_seq * len(self._running)
 
     async def generate(
         self,
@@ -159,99 +175,198 @@ class Engine:
         Closing the generator early (client gone, injected crash) frees everything the
         sequence holds; running to the end also records it as a success.
         """
-        loop = asyncio.get_running_loop()
+        now = self._arrival_s()
         seq = _Sequence(
             prompt_len=len(prompt_ids),
             output_len=len(output_ids),
             hasher=BlockHasher([*prompt_ids, *output_ids], self.config.block_size),
-            admitted=loop.create_future(),
             spike_s=spike_ms / 1000.0,
+            arrived_s=now,
+            queued_s=now,
         )
-        self._waiting.append(seq)
-        self._schedule()
-        if not seq.running:
-            seq.queued_at = self._clock()
-        self._update_gauges()
+        if seq.output_len > 0:
+            self._waiting.append(seq)
+            self._update_gauges()
+            self._start()
         try:
-            while seq.emitted < seq.output_len:
-                if not seq.running:
-                    await seq.admitted
+            yielded = 0
+            while yielded < seq.output_len:
+                if yielded < seq.emitted:
+                    yield yielded
+                    yielded += 1
                     continue
-                epoch = seq.epoch
-                if seq.prefill_pending:
-                    step_s = self.prefill_ms(seq.uncached) / 1000.0
-                elif self._reserve_next(seq):
-                    step_s = self.decode_ms() / 1000.0
-                else:
-                    continue  # preempted itself to make room; back to the queue
-                # A spike stalls only the first token and is charged once, even if the
-                # step it delays is later lost to preemption.
-                spike_s, seq.spike_s = seq.spike_s, 0.0
-                seq.model_s += spike_s
-                await self._sleep((step_s + spike_s) * self.config.time_scale)
-                if seq.epoch != epoch or not seq.running:
-                    continue  # preempted mid-step: the token was never produced
-                seq.model_s += step_s
-                self._emit(seq)
-                yield seq.emitted - 1
+                self._raise_if_failed()
+                seq.signal.clear()
+                await seq.signal.wait()
             self.metrics.success(finish_reason)
-            self.metrics.e2e.observe(seq.model_s)
+            if seq.token_s:
+                self.metrics.e2e.observe(seq.token_s[-1] - seq.arrived_s)
         finally:
             self._drop(seq)
 
+    # -- the engine loop ------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def _raise_if_failed(self) -> None:
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception():
+            raise RuntimeError("the simulated engine loop failed") from task.exception()
+
+    def _arrival_s(self) -> float:
+        """The modelled time now: inside the step (or wait) in progress, if there is one."""
+        if self._in_flight is None:
+            return self.now_s
+        start, length, wall = self._in_flight
+        scale = self.config.time_scale
+        if scale == 0:
+            return start
+        return min(start + length, start + max(0.0, self._clock() - wall) / scale)
+
+    async def _loop(self) -> None:
+        try:
+            idle_plans = 0
+            while self._running or self._waiting:
+                self._wake.clear()
+                scheduled = self._plan()
+                if scheduled:
+                    idle_plans = 0
+                    await self._step(scheduled)
+                elif any(s.hold_until is not None for s in self._running):
+                    await self._wait_for_holds()
+                else:
+                    # Only a sequence that preempted itself: it is readmitted next time.
+                    idle_plans += 1
+                    if idle_plans > 2:
+                        raise RuntimeError("engine stalled with work but nothing to schedule")
+                    await asyncio.sleep(0)
+                self._release_holds()
+        finally:
+            self._in_flight = None
+            for seq in [*self._running, *self._waiting]:
+                seq.signal.set()  # wakes anyone waiting if the loop died
+
+    async def _step(self, scheduled: list[tuple[_Sequence, int]]) -> None:
+        prefill = decode = 0
+        for seq, tokens in scheduled:
+            if seq.emitted > 0 and seq.total - seq.computed == 1:
+                decode += 1
+            else:
+                prefill += tokens
+        length = self.config.step_ms(prefill, decode) / 1000.0
+        self._in_flight = (self.now_s, length, self._clock())
+        try:
+            await self._sleep(length * self.config.time_scale)
+        finally:
+            self._in_flight = None
+        self.now_s += length
+        self.steps += 1
+        for seq, tokens in scheduled:
+            if not seq.running:
+                continue  # dropped by its client mid-step
+            seq.computed += tokens
+            self._register_full_blocks(seq)
+            if seq.computed < seq.total:
+                continue  # more prefill chunks to go
+            if seq.emitted == 0 and seq.spike_s > 0:
+                seq.hold_until = self.now_s + seq.spike_s
+                seq.spike_s = 0.0  # charged once, even if preempted later
+                continue
+            self._emit(seq)
+        self._update_gauges()
+
+    async def _wait_for_holds(self) -> None:
+        """Nothing to compute: let modelled time pass until a held token is due."""
+        due = [s.hold_until for s in self._running if s.hold_until is not None]
+        length = max(0.0, min(due) - self.now_s)
+        self._in_flight = (self.now_s, length, self._clock())
+        sleeper = asyncio.ensure_future(self._sleep(length * self.config.time_scale))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, woken}, return_when=asyncio.FIRST_COMPLETED)
+            # A new arrival ends the wait early, at the modelled time it arrived.
+            self.now_s = self.now_s + length if sleeper.done() else self._arrival_s()
+        finally:
+            self._in_flight = None
+            for task in (sleeper, woken):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _release_holds(self) -> None:
+        for seq in list(self._running):
+            if seq.hold_until is not None and seq.hold_until <= self.now_s + 1e-12:
+                seq.hold_until = None
+                self._emit(seq)
+        self._update_gauges()
+
     # -- scheduling -----------------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        """Admit from the head of the queue while a slot and enough blocks are free."""
+    def _plan(self) -> list[tuple[_Sequence, int]]:
+        """Pick this step's sequences and token counts, as vLLM v1's scheduler does."""
         cfg = self.config
-        while self._waiting and len(self._running) < cfg.max_num_seqs:
+        budget = cfg.max_num_batched_tokens
+        scheduled: list[tuple[_Sequence, int]] = []
+        preemptions = self._preemptions
+        index = 0
+        while index < len(self._running) and budget > 0:
+            seq = self._running[index]
+            index += 1
+            if seq.hold_until is not None:
+                continue
+            tokens = min(seq.total - seq.computed, budget)
+            # Victims come from the end of the list, so none of them is scheduled yet.
+            if not self._reserve(seq, seq.computed + tokens):
+                break  # preempted itself to make room
+            scheduled.append((seq, tokens))
+            budget -= tokens
+        if self._preemptions == preemptions:
+            self._admit(scheduled, budget)  # vLLM admits nobody in a step that preempted
+        self._update_gauges()
+        return scheduled
+
+    def _admit(self, scheduled: list[tuple[_Sequence, int]], budget: int) -> int:
+        cfg = self.config
+        while self._waiting and len(self._running) < cfg.max_num_seqs and budget > 0:
             seq = self._waiting[0]
-            tokens = seq.prompt_len + seq.emitted
+            total = seq.total
             # The last token is always recomputed, so only blocks before it can hit.
-            hits = self.pool.lookup(seq.hasher.hashes(tokens - 1))
-            needed = math.ceil(tokens / cfg.block_size) - len(hits)
+            hits = self.pool.lookup(seq.hasher.hashes(total - 1))
+            computed = len(hits) * cfg.block_size
+            tokens = min(total - computed, budget)
+            needed = math.ceil((computed + tokens) / cfg.block_size) - len(hits)
             if not self.pool.can_take(hits, needed):
                 break
             self._waiting.popleft()
             seq.blocks = self.pool.take(hits, needed)
             seq.registered = len(hits)
-            self._register_full_blocks(seq, tokens)
-            hit_tokens = len(hits) * cfg.block_size
-            self.metrics.prefix_queries.inc(tokens)
-            self.metrics.prefix_hits.inc(hit_tokens)
-            seq.uncached = tokens - hit_tokens
-            seq.prefill_pending = True
+            seq.computed = computed
+            self.metrics.prefix_queries.inc(total)
+            self.metrics.prefix_hits.inc(computed)
             seq.running = True
-            seq.epoch += 1
-            waited = self._waited_model_s(seq)
-            seq.model_s += waited
             if not seq.ever_admitted:
                 seq.ever_admitted = True
-                self.metrics.queue_time.observe(waited)
+                self.metrics.queue_time.observe(self.now_s - seq.queued_s)
             self._running.append(seq)
-            if not seq.admitted.done():
-                seq.admitted.set_result(None)
-        self._update_gauges()
+            scheduled.append((seq, tokens))
+            budget -= tokens
+        return budget
 
-    def _waited_model_s(self, seq: _Sequence) -> float:
-        scale = self.config.time_scale
-        if seq.queued_at is None or scale == 0:
-            return 0.0
-        return max(0.0, self._clock() - seq.queued_at) / scale
-
-    def _reserve_next(self, seq: _Sequence) -> bool:
-        """Hold blocks for every token fed so far; False if `seq` was preempted instead."""
-        needed = math.ceil((seq.prompt_len + seq.emitted) / self.config.block_size)
+    def _reserve(self, seq: _Sequence, tokens: int) -> bool:
+        """Hold blocks for `tokens` tokens of `seq`; False if `seq` was preempted instead."""
+        needed = math.ceil(tokens / self.config.block_size)
         while len(seq.blocks) < needed:
-            fresh = self.pool.allocate(1)
+            fresh = self.pool.allocate(needed - len(seq.blocks))
             if fresh is not None:
                 seq.blocks.extend(fresh)
-                continue
+                break
             victim = self._running[-1]
             self._preempt(victim)
             if victim is seq:
                 return False
-        self._update_gauges()
         return True
 
     def _preempt(self, seq: _Sequence) -> None:
@@ -259,36 +374,38 @@ class Engine:
         self.pool.release(seq.blocks)
         seq.blocks = []
         seq.registered = 0
+        seq.computed = 0
         seq.running = False
-        seq.prefill_pending = False
-        seq.admitted = asyncio.get_running_loop().create_future()
-        seq.queued_at = self._clock()
+        seq.queued_s = self.now_s
+        seq.hold_until = None
+        self._preemptions += 1
         # Front of the queue: a preempted request keeps its place ahead of newcomers.
         self._waiting.appendleft(seq)
         self.metrics.preemptions.inc()
-        self._update_gauges()
-        # No _schedule() here: the freed blocks are for the sequence that needed them.
 
     def _emit(self, seq: _Sequence) -> None:
+        elapsed = self.now_s - seq.arrived_s
         if seq.emitted == 0:
             self.metrics.prompt_tokens.inc(seq.prompt_len)
-            self.metrics.ttft.observe(seq.model_s)
+            self.metrics.ttft.observe(elapsed)
         else:
-            self.metrics.itl.observe(seq.model_s - seq.last_token_s)
-        seq.last_token_s = seq.model_s
-        seq.prefill_pending = False
+            self.metrics.itl.observe(self.now_s - seq.token_s[-1])
+        seq.token_s.append(self.now_s)
         seq.emitted += 1
         self.metrics.generation_tokens.inc()
-        # The newest token is not in the cache until it is fed back in the next step.
-        self._register_full_blocks(seq, seq.prompt_len + seq.emitted - 1)
+        seq.signal.set()
+        if seq.emitted >= seq.output_len:
+            seq.finished = True
+            self._free(seq)
 
-    def _register_full_blocks(self, seq: _Sequence, computed_tokens: int) -> None:
-        hashes = seq.hasher.hashes(computed_tokens)
-        for index in range(seq.registered, min(len(hashes), len(seq.blocks))):
+    def _register_full_blocks(self, seq: _Sequence) -> None:
+        hashes = seq.hasher.hashes(seq.computed)
+        upto = min(len(hashes), len(seq.blocks))
+        for index in range(seq.registered, upto):
             self.pool.register(seq.blocks[index], hashes[index])
-        seq.registered = max(seq.registered, min(len(hashes), len(seq.blocks)))
+        seq.registered = max(seq.registered, upto)
 
-    def _drop(self, seq: _Sequence) -> None:
+    def _free(self, seq: _Sequence) -> None:
         if seq.running:
             self._running.remove(seq)
             seq.running = False
@@ -296,7 +413,11 @@ class Engine:
             self._waiting.remove(seq)
         self.pool.release(seq.blocks)
         seq.blocks = []
-        self._schedule()
+        seq.hold_until = None
+
+    def _drop(self, seq: _Sequence) -> None:
+        self._free(seq)
+        self._update_gauges()
 
     def _update_gauges(self) -> None:
         self.metrics.running.set(len(self._running))

@@ -7,6 +7,10 @@ context limits, truncation and usage accounting, and it needs no model files. Th
 of a text always concatenate back to exactly that text, so streamed output matches the
 non-streamed reply character for character.
 
+ChatML's structural newlines (after a role name and after ``<|im_end|>``) are tokens of
+their own, as in Qwen, so an assistant reply quoted in a later prompt tokenises exactly as
+it did when it was generated and its KV blocks can be found in the prefix cache.
+
 Token ids are stable hashes of the pieces, so equal text always maps to equal ids: that
 is all the prefix cache (which hashes ids, as vLLM does) and `/tokenize` need.
 """
@@ -33,8 +37,21 @@ _TOKEN_RE = re.compile(
 )
 
 
+# A role header with its newline, or an end marker with the newline after it.
+_STRUCTURE_RE = re.compile(r"(<\|im_start\|>[^\s<]*\n|<\|im_end\|>\n)")
+
+
 def tokenize(text: str) -> list[str]:
-    return _TOKEN_RE.findall(text)
+    pieces: list[str] = []
+    for index, part in enumerate(_STRUCTURE_RE.split(text)):
+        if index % 2 == 0:
+            pieces.extend(_TOKEN_RE.findall(part))
+        elif part.startswith(IM_START):
+            role = part[len(IM_START) : -1]
+            pieces.extend([IM_START, *([role] if role else []), "\n"])
+        else:
+            pieces.extend([IM_END, "\n"])
+    return pieces
 
 
 def token_id(piece: str) -> int:

@@ -75,7 +75,9 @@ def realtime_worker(
 
 @pytest.fixture(scope="module")
 def slow_simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    flags = ["--ttft-base-ms", str(SLOW_TTFT_MS)]
+    # Every first token is late (a latency spike on each request); decoding stays fast, so
+    # the held reply is ready soon after the speaker's budget has run out.
+    flags = ["--latency-spike-rate", "1", "--latency-spike-ms", str(SLOW_TTFT_MS)]
     with simulator_process(tmp_path_factory.mktemp("slow-sim"), name="sim-slow", flags=flags) as u:
         yield u
 

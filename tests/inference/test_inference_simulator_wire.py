@@ -202,9 +202,23 @@ def test_chatml_markers_count_as_single_tokens() -> None:
     messages = [{"role": "user", "content": "hi"}]
     assert render_chatml(messages) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tokenize(render_chatml(messages)) == [
-        "<|im_start|>", "user", "\nhi", "<|im_end|>", "\n", "<|im_start|>", "assistant", "\n",
+        "<|im_start|>", "user", "\n", "hi", "<|im_end|>", "\n",
+        "<|im_start|>", "assistant", "\n",
     ]  # fmt: skip
-    assert count_prompt_tokens(messages) == 8
+    assert count_prompt_tokens(messages) == 9
+
+
+def test_a_reply_tokenises_the_same_inside_the_next_prompt() -> None:
+    reply = "[simulated] Hello there, friend."
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "and?"},
+    ]
+    before = tokenize(render_chatml(messages[:1]))
+    after = tokenize(render_chatml(messages))
+    # The generation prompt, then the reply's pieces exactly as they were generated.
+    assert after[: len(before) + len(tokenize(reply))] == [*before, *tokenize(reply)]
 
 
 def test_cli_help_documents_every_option() -> None:

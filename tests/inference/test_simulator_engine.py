@@ -107,22 +107,32 @@ def test_a_hit_on_an_idle_cached_block_takes_it_off_the_free_list() -> None:
 
 def test_delays_follow_the_model_and_are_multiplied_by_time_scale() -> None:
     engine, sleep, registry = _engine(
-        time_scale=0.5, ttft_base_ms=10, prefill_ms_per_token=2, decode_ms=4, decode_ms_per_seq=1
+        time_scale=0.5, step_base_ms=10, prefill_ms_per_token=2, decode_ms_per_seq=1
     )
     _run(lambda: _drain(engine, list(range(20)), [7, 8, 9]))
-    # Prefill of 20 uncached tokens, then two decode steps with a batch of one.
-    assert sleep.delays == pytest.approx([0.5 * 0.050, 0.5 * 0.005, 0.5 * 0.005])
+    # One step prefills 20 uncached tokens, then two decode steps with a batch of one.
+    assert sleep.delays == pytest.approx([0.5 * 0.050, 0.5 * 0.011, 0.5 * 0.011])
+    assert engine.steps == 3 and engine.now_s == pytest.approx(0.072)
     # Metrics report modelled seconds, unaffected by the scale.
     assert _value(registry, "vllm:time_to_first_token_seconds_sum") == pytest.approx(0.050)
-    assert _value(registry, "vllm:inter_token_latency_seconds_sum") == pytest.approx(0.010)
-    assert _value(registry, "vllm:e2e_request_latency_seconds_sum") == pytest.approx(0.060)
+    assert _value(registry, "vllm:inter_token_latency_seconds_sum") == pytest.approx(0.022)
+    assert _value(registry, "vllm:e2e_request_latency_seconds_sum") == pytest.approx(0.072)
     assert _value(registry, "vllm:request_queue_time_seconds_sum") == 0
     assert _value(registry, "vllm:prompt_tokens_total") == 20
     assert _value(registry, "vllm:generation_tokens_total") == 3
 
 
+def test_a_prompt_longer_than_the_step_budget_is_prefilled_in_chunks() -> None:
+    engine, sleep, registry = _engine(
+        time_scale=1.0, max_num_batched_tokens=16, step_base_ms=1, prefill_ms_per_token=1
+    )
+    _run(lambda: _drain(engine, list(range(40)), [1]))
+    assert sleep.delays == pytest.approx([0.017, 0.017, 0.009])  # chunks of 16, 16 and 8
+    assert _value(registry, "vllm:time_to_first_token_seconds_sum") == pytest.approx(0.043)
+
+
 def test_repeated_prompt_hits_its_full_blocks_and_prefills_faster() -> None:
-    engine, _, registry = _engine(block_size=16, ttft_base_ms=1, prefill_ms_per_token=1)
+    engine, _, registry = _engine(block_size=16, step_base_ms=1, prefill_ms_per_token=1)
     prompt = list(range(1000, 1040))  # 40 tokens: two full blocks and a partial one
 
     async def scenario() -> None:
@@ -181,7 +191,7 @@ def test_requests_beyond_max_num_seqs_wait_in_fifo_order() -> None:
 
     _run(scenario)
     assert [tag for tag, _ in seen] == list("aaabbbccc")
-    assert max(waiting) == 2
+    assert max(waiting) == 3  # all three queue until the engine's next step admits one
     assert _value(registry, "vllm:num_requests_waiting") == 0
     assert _value(registry, "vllm:request_queue_time_seconds_count") == 3
 
@@ -214,7 +224,7 @@ def test_running_out_of_kv_blocks_preempts_and_everyone_still_finishes() -> None
 
 def test_decode_steps_slow_down_with_a_bigger_batch() -> None:
     engine, sleep, _ = _engine(
-        time_scale=1.0, ttft_base_ms=100, prefill_ms_per_token=0, decode_ms=10, decode_ms_per_seq=5
+        time_scale=1.0, step_base_ms=10, prefill_ms_per_token=0, decode_ms_per_seq=5
     )
 
     async def scenario() -> None:
@@ -222,16 +232,15 @@ def test_decode_steps_slow_down_with_a_bigger_batch() -> None:
         await asyncio.gather(*(_drain(engine, [n], [1, 2, 3]) for n in range(3)))
 
     _run(scenario)
-    decode = [d for d in sleep.delays if d != pytest.approx(0.1)]
-    assert decode[0] == pytest.approx(0.015)  # alone: 10 ms + 1 running x 5 ms
-    assert max(decode) == pytest.approx(0.025)  # 10 ms + 3 running x 5 ms
+    # Alone: a prefill step, then 10 ms + 1 x 5 ms. Three together share every step.
+    assert sleep.delays == pytest.approx([0.010, 0.015, 0.010, 0.025, 0.025])
 
 
 def test_closing_a_request_early_frees_its_slot_and_blocks_for_the_queue() -> None:
     engine, _, registry = _engine(max_num_seqs=1)
 
     async def scenario() -> None:
-        first = engine.generate([1, 2, 3], [4, 5, 6, 7], finish_reason="stop")
+        first = engine.generate([1, 2, 3], list(range(200)), finish_reason="stop")
         assert await anext(first) == 0
         second = asyncio.ensure_future(_drain(engine, [9, 9], [1, 2]))
         while engine.num_waiting == 0:
@@ -251,7 +260,9 @@ def test_closing_a_request_early_frees_its_slot_and_blocks_for_the_queue() -> No
 
 
 def test_a_latency_spike_delays_only_the_first_token_and_counts_in_ttft() -> None:
-    engine, sleep, registry = _engine(time_scale=0.1, ttft_base_ms=5, prefill_ms_per_token=0)
+    engine, sleep, registry = _engine(
+        time_scale=0.1, step_base_ms=5, prefill_ms_per_token=0, decode_ms_per_seq=0
+    )
 
     async def scenario() -> None:
         async with aclosing(
@@ -260,8 +271,100 @@ def test_a_latency_spike_delays_only_the_first_token_and_counts_in_ttft() -> Non
             assert [i async for i in tokens] == [0, 1]
 
     _run(scenario)
-    assert sleep.delays[0] == pytest.approx(0.1 * 1.005)
+    # The prefill step, the held first token, then one plain decode step.
+    assert sleep.delays == pytest.approx([0.1 * 0.005, 0.1 * 1.0, 0.1 * 0.005])
     assert _value(registry, "vllm:time_to_first_token_seconds_sum") == pytest.approx(1.005)
+    assert _value(registry, "vllm:inter_token_latency_seconds_sum") == pytest.approx(0.005)
+
+
+def test_a_spiked_request_does_not_stall_the_others() -> None:
+    engine, _, registry = _engine(step_base_ms=5, prefill_ms_per_token=0, decode_ms_per_seq=0)
+
+    async def scenario() -> None:
+        async def spiked() -> None:
+            async with aclosing(
+                engine.generate([1], [2], finish_reason="stop", spike_ms=1000)
+            ) as tokens:
+                assert [i async for i in tokens] == [0]
+
+        await asyncio.gather(spiked(), _drain(engine, [5], [1, 2, 3]))
+
+    _run(scenario)
+    # 1.005 s for the spiked one, 5 ms for the other, which never waited for the spike.
+    assert _value(registry, "vllm:time_to_first_token_seconds_sum") == pytest.approx(1.010)
+    assert _value(registry, "vllm:inter_token_latency_seconds_sum") == pytest.approx(0.010)
+
+
+# -- contention within a step ----------------------------------------------------------
+
+
+def test_a_long_prefill_slows_another_requests_decode() -> None:
+    def itl_sum(with_long_prefill: bool) -> float:
+        engine, _, registry = _engine(
+            step_base_ms=10, prefill_ms_per_token=0.05, decode_ms_per_seq=0.1
+        )
+
+        async def scenario() -> None:
+            other: asyncio.Future[list[int]] | None = None
+            async with aclosing(
+                engine.generate([1, 2, 3], list(range(40)), finish_reason="stop")
+            ) as tokens:
+                async for index in tokens:
+                    if index == 1 and with_long_prefill:
+                        # 4000 uncached prompt tokens and a single output token.
+                        other = asyncio.ensure_future(_drain(engine, range(9000, 13000), [1]))
+            if other is not None:
+                assert await other == [0]
+
+        _run(scenario)
+        assert _value(registry, "vllm:inter_token_latency_seconds_count") == 39
+        return _value(registry, "vllm:inter_token_latency_seconds_sum")
+
+    alone = itl_sum(False)
+    assert alone == pytest.approx(39 * 0.0101)
+    # The step that prefilled the other request's 4000 tokens took 200 ms longer, and
+    # the running request's next token waited for it.
+    assert itl_sum(True) - alone == pytest.approx(0.200)
+
+
+def test_a_cached_prompt_has_a_smaller_modelled_ttft() -> None:
+    engine, _, registry = _engine()  # the default costs
+    prompt = list(range(5000, 6000))
+    ttfts = []
+
+    async def scenario() -> None:
+        for _ in range(2):
+            await _drain(engine, prompt, [1, 2])
+            ttfts.append(_value(registry, "vllm:time_to_first_token_seconds_sum"))
+
+    _run(scenario)
+    cold, warm = ttfts[0], ttfts[1] - ttfts[0]
+    assert cold == pytest.approx((10 + 0.05 * 1000) / 1000)
+    # 62 full blocks (992 tokens) are found again; the last 8 tokens are prefilled.
+    assert warm == pytest.approx((10 + 0.05 * 8) / 1000)
+    assert warm < cold
+
+
+def test_shared_prefixes_finish_a_saturating_workload_sooner() -> None:
+    def run(shared: bool) -> tuple[float, int]:
+        engine, _, registry = _engine(max_num_seqs=8)
+        prefix = list(range(100_000, 102_000))
+
+        def prompt(n: int) -> list[int]:
+            head = prefix if shared else [n * 10_000 + i for i in range(2000)]
+            return [*head, n, n + 1]
+
+        async def scenario() -> None:
+            await asyncio.gather(*(_drain(engine, prompt(n), list(range(20))) for n in range(32)))
+
+        _run(scenario)
+        assert _value(registry, "vllm:generation_tokens_total") == 32 * 20
+        return engine.now_s, engine.steps
+
+    shared_s, shared_steps = run(True)
+    distinct_s, distinct_steps = run(False)
+    assert shared_s < 0.6 * distinct_s
+    assert shared_steps <= distinct_steps
 
 
 @pytest.mark.parametrize(

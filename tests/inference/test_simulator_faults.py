@@ -140,8 +140,8 @@ def test_latency_spike_delays_the_first_token_by_the_configured_model_time(
     assert response.status_code == 200
     prompt_tokens = response.json()["usage"]["prompt_tokens"]
     ttft = metric_value(faulty.url, "vllm:time_to_first_token_seconds_sum", **labels) - before
-    # 3000 ms spike + 20 ms base + 0.05 ms per (uncached) prompt token, in modelled time.
-    assert ttft == pytest.approx((3000 + 20 + 0.05 * prompt_tokens) / 1000)
+    # 3000 ms spike + one 10 ms step + 0.05 ms per (uncached) prompt token, modelled.
+    assert ttft == pytest.approx((3000 + 10 + 0.05 * prompt_tokens) / 1000)
 
 
 def test_refuse_connections_is_connection_refused(sims: dict[str, Endpoint]) -> None:

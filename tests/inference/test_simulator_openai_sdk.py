@@ -233,7 +233,7 @@ def test_repeated_long_prompt_hits_the_prefix_cache_and_has_a_lower_ttft(
     warm_hits, warm_ttft = send()
     assert cold_hits == 0
     assert warm_hits == full_blocks
-    # Modelled TTFT: 20 ms + 0.05 ms per uncached prompt token (the defaults).
-    assert cold_ttft == pytest.approx((20 + 0.05 * prompt_tokens) / 1000)
-    assert warm_ttft == pytest.approx((20 + 0.05 * (prompt_tokens - full_blocks)) / 1000)
+    # Modelled TTFT: one 10 ms step + 0.05 ms per uncached prompt token (the defaults).
+    assert cold_ttft == pytest.approx((10 + 0.05 * prompt_tokens) / 1000)
+    assert warm_ttft == pytest.approx((10 + 0.05 * (prompt_tokens - full_blocks)) / 1000)
     assert warm_ttft < cold_ttft

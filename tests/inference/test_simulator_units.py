@@ -96,8 +96,9 @@ def test_bad_fault_updates_are_rejected(changes: dict[str, object]) -> None:
 def test_cli_help_states_every_flag_with_its_default() -> None:
     text = build_parser().format_help()
     flags = [
-        "--max-num-seqs", "--kv-blocks", "--block-size", "--ttft-base-ms", "--ttft-ms",
-        "--prefill-ms-per-token", "--decode-ms", "--token-ms", "--decode-ms-per-seq",
+        "--max-num-seqs", "--kv-blocks", "--block-size", "--max-num-batched-tokens",
+        "--step-base-ms", "--ttft-base-ms", "--ttft-ms", "--prefill-ms-per-token",
+        "--decode-ms", "--token-ms", "--decode-ms-per-seq",
         "--time-scale", "--seed", "--reply-min-tokens", "--reply-max-tokens", "--error-rate",
         "--latency-spike-rate", "--latency-spike-ms", "--hang-rate", "--die-mid-stream-rate",
         "--refuse-connections", "/_sim/faults", "7B",
@@ -113,7 +114,13 @@ def test_cli_flags_reach_the_config_and_old_names_still_work() -> None:
          "--time-scale", "0.5", "--hang-rate", "0.25", "--seed", "9"]
     )  # fmt: skip
     config = config_from_args(args)
-    assert (config.engine.ttft_base_ms, config.engine.decode_ms) == (3, 4)
+    # Both old names now set the one fixed step time; the last one given wins.
+    assert config.engine.step_base_ms == 4
+    new = build_parser().parse_args(
+        ["--port", "0", "--step-base-ms", "7", "--max-num-batched-tokens", "512"]
+    )
+    assert config_from_args(new).engine.step_base_ms == 7
+    assert config_from_args(new).engine.max_num_batched_tokens == 512
     assert (config.engine.max_num_seqs, config.engine.time_scale) == (2, 0.5)
     assert (config.faults.hang_rate, config.seed) == (0.25, 9)
 
