@@ -27,9 +27,7 @@ from switchboard.pool.models import InferenceEndpoint
 from tests.support import aligenie_client as genie
 from tests.support import processes
 from tests.support.aligenie_fixtures import (
-    Worker,
     active_queues,
-    celery_worker_on,
     completions_finished,
     completions_running,
     ingress_url,
@@ -54,14 +52,14 @@ def realtime_worker(
     django_db_blocker: Any,
     tmp_path_factory: pytest.TempPathFactory,
     redis_client: redis.Redis,
-) -> Iterator[Worker]:
+) -> Iterator[processes.Worker]:
     from django.conf import settings
 
     redis_client.delete(*QUEUES)
     database_url = processes.database_url_for(
         settings.DATABASE_URL, settings.DATABASES["default"]["NAME"]
     )
-    with celery_worker_on(
+    with processes.celery_worker(
         tmp_path_factory.mktemp("voice-worker"),
         queues=["realtime"],
         database_url=database_url,

@@ -26,9 +26,10 @@ import redis
 from django.test import override_settings
 
 from switchboard.bots.models import Bot, Connector
-from switchboard.conversations.models import Conversation, EndUser, Message
+from switchboard.conversations.models import Conversation, Message
 from tests.support import aligenie_client as genie
 from tests.support.aligenie_fixtures import ingress_url
+from tests.support.ingress import assert_refused
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("purge_queues")]
 
@@ -80,25 +81,6 @@ def post(live_server: Any) -> Callable[..., httpx.Response]:
         return genie.post(url, body, timeout=30)
 
     return send
-
-
-def assert_refused(
-    response: httpx.Response,
-    status: int,
-    code: str,
-    mentions: str,
-    queued_tasks: Callable[[], int],
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert mentions in error["message"]
-    assert Message.objects.count() == 0
-    assert Conversation.objects.count() == 0
-    assert EndUser.objects.count() == 0
-    assert queued_tasks() == 0
-    return error
 
 
 def query(**overrides: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.support.dingtalk_fixtures import (
     post_callback,
 )
 from tests.support.fake_dingtalk import FakeDingTalk
+from tests.support.ingress import assert_refused
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("purge_queues")]
 
@@ -60,25 +61,6 @@ def signed_at(timestamp_ms: int, secret: str) -> dict[str, str]:
         "timestamp": timestamp,
         "sign": compute_sign(timestamp, secret),
     }
-
-
-def assert_refused(
-    response: httpx.Response,
-    status: int,
-    code: str,
-    mentions: str,
-    queued_tasks: Callable[[], int],
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert mentions in error["message"]
-    assert Message.objects.count() == 0
-    assert Conversation.objects.count() == 0
-    assert EndUser.objects.count() == 0
-    assert queued_tasks() == 0
-    return error
 
 
 # --- signature ------------------------------------------------------------------------

@@ -5,34 +5,18 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
 from django.test import override_settings
 
 from connectors.webhook import sign_headers
-from switchboard.conversations.models import Conversation, EndUser, Message
+from switchboard.conversations.models import Message
+from tests.support.ingress import assert_refused
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("purge_queues")]
 
 GOOD = {"message_id": "m-1", "user_id": "u-1", "text": "hello"}
-
-
-def assert_refused(
-    response: httpx.Response, status: int, code: str, mentions: str, queued_tasks: Callable[[], int]
-) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert mentions in error["message"]
-    assert Message.objects.count() == 0
-    assert Conversation.objects.count() == 0
-    assert EndUser.objects.count() == 0
-    assert queued_tasks() == 0
-    return error
 
 
 def test_missing_signature_is_401_and_nothing_is_stored(connector, post_webhook, queued_tasks):

@@ -16,7 +16,8 @@ import pytest
 
 from connectors.webhook import Profile, sign, sign_headers
 from switchboard.bots.models import Connector
-from switchboard.conversations.models import Conversation, EndUser, Message
+from switchboard.conversations.models import Message
+from tests.support import ingress
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("purge_queues")]
 
@@ -73,15 +74,7 @@ def assert_stored_and_queued(response: httpx.Response, queued_tasks: Callable[[]
 def assert_refused(
     response: httpx.Response, mentions: str, queued_tasks: Callable[[], int]
 ) -> None:
-    assert response.status_code == 401, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == "invalid_signature"
-    assert mentions in error["message"]
-    assert Message.objects.count() == 0
-    assert Conversation.objects.count() == 0
-    assert EndUser.objects.count() == 0
-    assert queued_tasks() == 0
+    ingress.assert_refused(response, 401, "invalid_signature", mentions, queued_tasks)
 
 
 # --- Stripe -----------------------------------------------------------------------------

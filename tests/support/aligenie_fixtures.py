@@ -8,12 +8,10 @@ queue then never runs, which the tests would see).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,66 +66,7 @@ def completions_running(url: str) -> int:
     return int(_metric_sum(url, _RUNNING))
 
 
-@dataclass(frozen=True)
-class Worker:
-    """A running Celery worker process: its Celery hostname and its log file."""
-
-    hostname: str
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def celery_worker_on(
-    tmp_dir: Path,
-    *,
-    queues: Sequence[str],
-    database_url: str,
-    redis_url: str,
-    extra_env: dict[str, str] | None = None,
-) -> Iterator[Worker]:
-    """Like `processes.celery_worker`, but consuming only `queues`."""
-    from switchboard import celery_app
-
-    env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"})
-    env.update(extra_env or {})
-    hostname = f"test-voice-{os.getpid()}-{processes.free_port()}@localhost"
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "switchboard",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        "4",
-        "--queues",
-        ",".join(queues),
-        "--hostname",
-        hostname,
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "INFO",
-    ]
-    log = tmp_dir / "worker.log"
-    with processes.running(argv, env=env, log=log) as process:
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"worker exited:\n{log.read_text()}")
-            return bool(celery_app.control.ping(destination=[hostname], timeout=0.5))
-
-        wait_until(ready, timeout=60, what="the Celery worker to answer a ping")
-        yield Worker(hostname=hostname, log=log)
-
-
-def active_queues(worker: Worker) -> set[str]:
+def active_queues(worker: processes.Worker) -> set[str]:
     """The queue names `worker` consumes, as it reports them itself."""
     from switchboard import celery_app
 

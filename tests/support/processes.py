@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,10 +73,26 @@ def database_url_for(base_url: str, test_db_name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{test_db_name}"))
 
 
+@dataclass(frozen=True)
+class Worker:
+    """A running Celery worker process: its Celery hostname and its log file."""
+
+    hostname: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
 @contextmanager
 def celery_worker(
-    tmp_dir: Path, *, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+    tmp_dir: Path,
+    *,
+    database_url: str,
+    redis_url: str,
+    extra_env: dict[str, str] | None = None,
+    queues: Sequence[str] = ("realtime", "chat", "default"),
+) -> Iterator[Worker]:
     from switchboard import celery_app
 
     env = dict(os.environ)
@@ -94,7 +111,7 @@ def celery_worker(
         "--concurrency",
         "4",
         "--queues",
-        "realtime,chat,default",
+        ",".join(queues),
         "--hostname",
         hostname,
         "--without-gossip",
@@ -111,4 +128,4 @@ def celery_worker(
             return bool(celery_app.control.ping(destination=[hostname], timeout=0.5))
 
         wait_until(ready, timeout=60, what="the Celery worker to answer a ping")
-        yield process
+        yield Worker(hostname=hostname, log=log)
