@@ -165,6 +165,12 @@ def test_sweeper_recovers_work_that_redis_forgot(worker, endpoint, connector, re
     )
     message = services.message_receive(connector=connector, inbound=inbound).message
     wait_until(receiver.accepted, timeout=TIMEOUT, what="the normal reply")
+    # The worker logs the delivery after the receiver answered; let it finish first.
+    wait_until(
+        lambda: Message.objects.filter(direction="out", status="delivered").exists(),
+        timeout=TIMEOUT,
+        what="the normal reply to be recorded as delivered",
+    )
     receiver.requests.clear()
     Message.objects.filter(direction="out").delete()
     long_ago = timezone.now() - timedelta(hours=1)
