@@ -759,6 +759,53 @@ def _names(text: str) -> list[str]:
     return names
 
 
+# Workload presets. `history` is the case session affinity exists for: enterprise assistants
+# whose conversations run for many turns, so a turn's own history outweighs the tenant's
+# system prompt. `system` is the opposite: every prompt is mostly a long system prompt
+# that any endpoint has cached, whatever the routing.
+WORKLOADS: dict[str, dict[str, float]] = {
+    "history": {
+        "system_min_tokens": 100,
+        "system_max_tokens": 300,
+        "user_min_tokens": 20,
+        "user_max_tokens": 150,
+        "reply_min_tokens": 20,
+        "reply_max_tokens": 100,
+        "min_turns": 6,
+        "max_turns": 24,
+        "think_s": 8.0,
+        "min_gap_s": 2.0,
+        "warmup_s": 20.0,
+    },
+    "system": {
+        "system_min_tokens": 400,
+        "system_max_tokens": 800,
+        "user_min_tokens": 15,
+        "user_max_tokens": 60,
+        "reply_min_tokens": 20,
+        "reply_max_tokens": 120,
+        "min_turns": 3,
+        "max_turns": 12,
+        "think_s": 8.0,
+        "min_gap_s": 2.0,
+        "warmup_s": 20.0,
+    },
+}
+_PRESET_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("system_min_tokens", int, "preset"),
+    ("system_max_tokens", int, "preset"),
+    ("user_min_tokens", int, "preset"),
+    ("user_max_tokens", int, "preset; the simulator's reply echoes the user's message"),
+    ("reply_min_tokens", int, "preset; simulator --reply-min-tokens and history replies"),
+    ("reply_max_tokens", int, "preset; simulator --reply-max-tokens and history replies"),
+    ("min_turns", int, "preset"),
+    ("max_turns", int, "preset"),
+    ("think_s", float, "preset: mean modelled s between a conversation's turns"),
+    ("min_gap_s", float, "preset: no turn sooner than this after the previous"),
+    ("warmup_s", float, "preset: modelled s before the window, not measured"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.routing_strategies",
@@ -775,7 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--loads",
         type=_floats,
-        default=[0.5, 0.65, 0.8, 0.95],
+        default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0],
         help="offered rates as fractions of the nominal capacity (printed; the slot-limited "
         "throughput if every request recomputed only its new tokens)",
     )
@@ -785,8 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="absolute offered rates per modelled second (overrides --loads)",
     )
-    run.add_argument("--time-scale", type=float, default=0.3, help="simulator --time-scale")
-    run.add_argument("--warmup-s", type=float, default=10.0, help="modelled s, not measured")
+    run.add_argument("--time-scale", type=float, default=1.0, help="simulator --time-scale")
     run.add_argument("--window-s", type=float, default=24.0, help="modelled s, measured")
     run.add_argument("--slo-s", type=float, default=1.0, help="TTFT objective, modelled s")
     run.add_argument(
@@ -802,8 +848,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = parser.add_argument_group("simulated endpoints (one process each)")
     sim.add_argument("--endpoints", type=int, default=4)
-    sim.add_argument("--max-num-seqs", type=int, default=4)
-    sim.add_argument("--kv-blocks", type=int, default=1000)
+    sim.add_argument("--max-num-seqs", type=int, default=16)
+    sim.add_argument(
+        "--kv-blocks",
+        type=int,
+        default=6000,
+        help="96k tokens: about what a 7B model in fp16 leaves for KV cache on an 80 GB GPU",
+    )
     sim.add_argument("--block-size", type=int, default=16)
     sim.add_argument("--max-model-len", type=int, default=8192)
     sim.add_argument(
@@ -812,8 +863,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=SimDefaults.prefill_ms_per_token,
         help="the simulator's default; raise it to model a slower prefill",
     )
-    sim.add_argument("--reply-min-tokens", type=int, default=20)
-    sim.add_argument("--reply-max-tokens", type=int, default=120)
 
     pool = parser.add_argument_group("pool")
     pool.add_argument("--max-tokens", type=int, default=256, help="per request")
@@ -824,27 +873,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--epsilon", type=float, default=0.25, help="SessionAffinity bounded-load epsilon"
     )
 
-    load = parser.add_argument_group("workload")
+    load = parser.add_argument_group(
+        "workload (the preset sets the defaults of every flag below that says 'preset')"
+    )
+    load.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="history",
+        help="history: long conversations whose own history dominates the prompt (what "
+        "affinity is for); system: long shared system prompts, short conversations",
+    )
     load.add_argument("--tenants", type=int, default=4)
     load.add_argument(
         "--tenant-skew", type=float, default=0.6, help="tenant i's share is skew**i (normalised)"
     )
-    load.add_argument("--system-min-tokens", type=int, default=400)
-    load.add_argument("--system-max-tokens", type=int, default=800)
-    load.add_argument("--user-min-tokens", type=int, default=15)
-    load.add_argument("--user-max-tokens", type=int, default=60)
-    load.add_argument("--min-turns", type=int, default=3)
-    load.add_argument("--max-turns", type=int, default=12)
-    load.add_argument(
-        "--think-s", type=float, default=8.0, help="mean modelled s between a conversation's turns"
-    )
-    load.add_argument(
-        "--min-gap-s", type=float, default=2.0, help="no turn sooner than this after the previous"
-    )
+    for flag, kind, text in _PRESET_FLAGS:
+        load.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=None, help=text)
     return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    preset = WORKLOADS[args.workload]
+    for flag, _, _ in _PRESET_FLAGS:
+        if getattr(args, flag) is None:
+            setattr(args, flag, preset[flag])
     return Settings(
         endpoints=args.endpoints,
         max_num_seqs=args.max_num_seqs,

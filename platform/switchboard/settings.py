@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "switchboard.conversations",
     "switchboard.pool",
     "switchboard.hooks",
+    "switchboard.licensing",
+    "switchboard.metering",
 ]
 
 MIDDLEWARE = [
@@ -152,6 +154,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "default"},
     },
+    "usage-rollups": {
+        "task": "switchboard.metering.tasks.usage_rollups_update",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 60.0},
+    },
+    "alerts-deliver": {
+        "task": "switchboard.metering.tasks.alerts_deliver_pending",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 60.0},
+    },
 }
 
 # --- Switchboard ------------------------------------------------------------------------
@@ -188,6 +200,32 @@ SWITCHBOARD_ROUTING_STRATEGY = env_str("SWITCHBOARD_ROUTING_STRATEGY", "session_
 SWITCHBOARD_POOL_MAX_QUEUE = env_int("SWITCHBOARD_POOL_MAX_QUEUE", 1024)
 SWITCHBOARD_POOL_REFRESH_S = env_int("SWITCHBOARD_POOL_REFRESH_S", 5)
 SWITCHBOARD_HEALTH_TIMEOUT_S = env_int("SWITCHBOARD_HEALTH_TIMEOUT_S", 2)
+
+# Licensing and metering (see README "Licences and metering").
+# Ed25519 public keys (base64 of the 32 raw bytes) whose licences are accepted; the
+# operator's `licence_keygen` prints one.
+SWITCHBOARD_LICENCE_PUBLIC_KEYS = env_list("SWITCHBOARD_LICENCE_PUBLIC_KEYS", [])
+# A tenant without a valid licence gets these limits (None: unlimited).
+SWITCHBOARD_FREE_TIER = {
+    "mau_limit": env_int("SWITCHBOARD_FREE_MAU", 100),
+    "monthly_tokens": env_int("SWITCHBOARD_FREE_MONTHLY_TOKENS", 2_000_000),
+    "tenant_messages_per_minute": env_int("SWITCHBOARD_FREE_TENANT_PER_MINUTE", 120),
+    "user_messages_per_minute": env_int("SWITCHBOARD_FREE_USER_PER_MINUTE", 30),
+    "connector_kinds": None,
+    "max_bots": env_int("SWITCHBOARD_FREE_MAX_BOTS", 5),
+    "enforcement": "hard",
+}
+# How long a worker or web process trusts the limits it loaded for a tenant; a newly
+# imported licence is in force everywhere after at most this long.
+SWITCHBOARD_LIMITS_CACHE_S = env_int("SWITCHBOARD_LIMITS_CACHE_S", 10)
+# Installation-wide alerts (model licence thresholds) go here, signed with the secret.
+SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_URL = env_str("SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_URL", "")
+SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET = env_str(
+    "SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET", ""
+)
+# Rollups only take ledger rows older than this, so a transaction that committed late
+# with a lower id is never skipped.
+SWITCHBOARD_ROLLUP_LAG_S = env_int("SWITCHBOARD_ROLLUP_LAG_S", 30)
 
 LOGGING = {
     "version": 1,

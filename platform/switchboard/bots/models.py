@@ -53,6 +53,12 @@ class Bot(TenantOwnedModel):
         default=ReplyFormat.TEXT,
         help_text="How replies are sent where the channel offers a choice (DingTalk).",
     )
+    language = models.CharField(
+        max_length=10,
+        choices=[("zh-hans", "简体中文"), ("en", "English")],
+        default="zh-hans",
+        help_text="The language of the platform's own replies (refusals, slow down).",
+    )
     unsupported_message_reply = models.TextField(
         default="抱歉，我目前只能理解文字消息。Sorry, I can only read text messages for now.",
         help_text="Sent when someone sends a picture, video, file or other message the bot "

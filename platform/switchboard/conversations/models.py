@@ -15,6 +15,11 @@ class EndUser(TenantOwnedModel):
     display_name = models.CharField(max_length=200, blank=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
     last_seen_at = models.DateTimeField(auto_now_add=True)
+    # The month (first day, UTC) this user was last counted in MAU, and the models it
+    # was counted for then: the admission hot path reads them with the row it loads
+    # anyway, so a user already counted this month costs no write.
+    counted_month = models.DateField(null=True, blank=True)
+    counted_models = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -59,6 +64,7 @@ class Message(TenantOwnedModel):
         PROCESSING = "processing", "Processing"
         REPLIED = "replied", "Replied"
         FAILED = "failed", "Failed"
+        REFUSED = "refused", "Refused (licence, quota or rate limit)"
         # outbound
         PENDING = "pending", "Delivery pending"
         DELIVERED = "delivered", "Delivered"
@@ -91,6 +97,9 @@ class Message(TenantOwnedModel):
     )
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
+    refusal = models.CharField(
+        max_length=30, blank=True, help_text="Why admission refused this message."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
@@ -109,6 +118,8 @@ class Message(TenantOwnedModel):
         ]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="message_conversation_time"),
+            # Rate-limit windows are rebuilt from here after Redis loses them.
+            models.Index(fields=["tenant", "created_at"], name="message_tenant_time"),
             models.Index(
                 fields=["status", "created_at"],
                 condition=models.Q(status__in=["received", "processing", "pending"]),
