@@ -90,6 +90,14 @@ class Bot(TenantOwnedModel):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        super().clean()
+        # Only creating a bot counts against the licence; existing ones stay editable.
+        if self._state.adding and self.tenant_id is not None:
+            from switchboard.licensing.services import bot_create_allowed
+
+            bot_create_allowed(self.tenant_id)
+
 
 class Connector(TenantOwnedModel):
     """A bot's binding to one channel. Its id is the public, unguessable ingress path.
@@ -164,3 +172,19 @@ class Connector(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.kind})"
+
+    def clean(self) -> None:
+        super().clean()
+        # Only a new connector, or a change of kind, needs the licence: after a licence
+        # changes, existing connectors stay editable (and can be disabled).
+        if not self.kind or self.tenant_id is None:
+            return
+        if self._state.adding or (
+            Connector.objects.for_tenant(self.tenant_id)
+            .filter(pk=self.pk)
+            .exclude(kind=self.kind)
+            .exists()
+        ):
+            from switchboard.licensing.services import connector_kind_allowed
+
+            connector_kind_allowed(self.tenant_id, self.kind)

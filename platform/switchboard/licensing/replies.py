@@ -17,8 +17,7 @@ CONNECTOR_NOT_LICENSED = "connector_not_licensed"
 DEFAULTS: dict[str, dict[str, str]] = {
     MAU_LIMIT: {
         "zh-hans": "抱歉，本服务的用户数已达到上限，暂时无法为新用户提供服务。",
-        "en": "Sorry, this service has reached its user limit and cannot take new users "
-        "right now.",
+        "en": "Sorry, this service has reached its user limit and cannot take new users right now.",
     },
     RATE_LIMITED: {
         "zh-hans": "消息发送太快了，请稍后再试。",
