@@ -60,6 +60,17 @@ class PayloadTooLarge(IngressError):
     code = "payload_too_large"
 
 
+class RateLimited(IngressError):
+    """The sender is over a rate limit; `retry_after_s` says when to try again."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeliveryError(Exception):
     """An outbound send failed. Permanent failures must not be retried."""
 

@@ -220,9 +220,7 @@ SWITCHBOARD_FREE_TIER = {
 SWITCHBOARD_LIMITS_CACHE_S = env_int("SWITCHBOARD_LIMITS_CACHE_S", 10)
 # Installation-wide alerts (model licence thresholds) go here, signed with the secret.
 SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_URL = env_str("SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_URL", "")
-SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET = env_str(
-    "SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET", ""
-)
+SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET = env_str("SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET", "")
 # Rollups only take ledger rows older than this, so a transaction that committed late
 # with a lower id is never skipped.
 SWITCHBOARD_ROLLUP_LAG_S = env_int("SWITCHBOARD_ROLLUP_LAG_S", 30)

@@ -18,11 +18,13 @@ from django.utils import timezone
 from langchain_core.messages import AIMessage
 
 from connectors.aligenie import voice_text
-from connectors.base import InboundMessage
-from inference import PoolChatModel, Priority
+from connectors.base import InboundMessage, RateLimited
+from inference import InferenceError, PoolChatModel, Priority
 from switchboard.bots.models import Connector
 from switchboard.conversations import delivery, prompts, selectors
 from switchboard.conversations.models import Conversation, EndUser, Message
+from switchboard.licensing import replies
+from switchboard.metering import admission, ledger
 from switchboard.pool.models import InferenceEndpoint
 from switchboard.pool.runtime import worker_pool
 
@@ -64,6 +66,15 @@ def message_receive(
             )
             if not created:
                 Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
+            decision = admission.admit(
+                tenant_id=connector.tenant_id,
+                end_user=end_user,
+                connector_kind=connector.kind,
+                model_name=connector.bot.model_name,
+                now=now,
+            )
+            if not decision.admitted:
+                return _receive_refused(connector, inbound, conversation, decision)
             answerable = bool(inbound.text.strip())
             wanted = answerable and generate
             message = Message.objects.create(
@@ -91,6 +102,40 @@ def message_receive(
     return ReceiveResult(message, created=True)
 
 
+def _receive_refused(
+    connector: Connector,
+    inbound: InboundMessage,
+    conversation: Conversation,
+    decision: admission.Decision,
+) -> ReceiveResult:
+    """Store a refused message and answer it with the tenant's refusal text.
+
+    A machine sender (webhook) that is merely too fast gets 429 instead and nothing is
+    stored, so its retry after `Retry-After` is a fresh message, not a duplicate.
+    """
+    if decision.reason == replies.RATE_LIMITED and connector.kind == Connector.Kind.WEBHOOK:
+        raise RateLimited(
+            "too many messages: the tenant's or this end user's rate limit is reached",
+            retry_after_s=decision.retry_after_s or 1.0,
+        )
+    message = Message.objects.create(
+        tenant_id=connector.tenant_id,
+        conversation=conversation,
+        connector=connector,
+        direction=Message.Direction.INBOUND,
+        text=inbound.text,
+        provider_message_id=inbound.provider_message_id,
+        reply_handle=inbound.reply_handle,
+        status=Message.Status.REFUSED,
+        refusal=decision.reason,
+    )
+    text = replies.refusal_text(
+        decision.reason, connector.bot.language, connector.tenant.refusal_replies
+    )
+    _reply_canned(inbound=message, text=text, finish_reason="refused")
+    return ReceiveResult(message, created=True)
+
+
 def _inbound_by_provider_id(connector: Connector, provider_id: str) -> Message | None:
     return Message.objects.filter(
         connector=connector, direction=Message.Direction.INBOUND, provider_message_id=provider_id
@@ -109,7 +154,7 @@ def _end_user_touch(*, connector: Connector, inbound: InboundMessage, now: Any) 
     return end_user
 
 
-def _reply_canned(*, inbound: Message, text: str) -> Message:
+def _reply_canned(*, inbound: Message, text: str, finish_reason: str = "canned") -> Message:
     reply = Message.objects.create(
         tenant_id=inbound.tenant_id,
         conversation_id=inbound.conversation_id,
@@ -118,7 +163,7 @@ def _reply_canned(*, inbound: Message, text: str) -> Message:
         text=text,
         status=Message.Status.PENDING,
         reply_to=inbound,
-        finish_reason="canned",
+        finish_reason=finish_reason,
     )
     transaction.on_commit(lambda: _after_reply(inbound, reply))
     return reply
@@ -227,9 +272,19 @@ def message_generate_reply(*, message_id: str) -> Message | None:
     try:
         reply = (prompts.REPLY_PROMPT | model).invoke(inputs)
     except Exception as exc:
-        Message.objects.filter(pk=message.pk, status=Message.Status.PROCESSING).update(
-            status=Message.Status.RECEIVED, error=str(exc)[:2000]
-        )
+        with transaction.atomic():
+            Message.objects.filter(pk=message.pk, status=Message.Status.PROCESSING).update(
+                status=Message.Status.RECEIVED, error=str(exc)[:2000]
+            )
+            if isinstance(exc, InferenceError):
+                # A failed call is still a call: the ledger shows what the GPUs were
+                # asked for, whatever came of it.
+                ledger.usage_record(
+                    inbound=message,
+                    bot=bot,
+                    outcome=ledger.outcome_of(exc),
+                    endpoint=exc.endpoint.name if exc.endpoint else "",
+                )
         raise
     if voice:
         reply.content = voice_text(str(reply.content), max_chars=bot.voice_max_chars)
@@ -261,6 +316,16 @@ def reply_record(*, inbound: Message, reply: AIMessage) -> Message:
         )
         Message.objects.filter(pk=inbound.pk).update(
             status=Message.Status.REPLIED, error="", **timings
+        )
+        ledger.usage_record(
+            inbound=inbound,
+            bot=inbound.conversation.bot,
+            outcome="ok",
+            endpoint=str(meta["endpoint"]),
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            ttft_ms=meta["ttft_ms"],
+            latency_ms=meta["latency_ms"],
         )
         transaction.on_commit(lambda: _after_reply(inbound, outbound))
     return outbound

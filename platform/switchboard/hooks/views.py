@@ -7,6 +7,7 @@ nothing; a 2xx is only returned once the message is committed.
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -17,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from connectors import aligenie, dingtalk
-from connectors.base import IngressError, PayloadTooLarge, WrongTarget
+from connectors.base import IngressError, PayloadTooLarge, RateLimited, WrongTarget
 from connectors.webhook import Profile, verify_and_parse_profile
 from switchboard.bots.models import Connector
 from switchboard.bots.selectors import connector_get_for_ingress
@@ -53,7 +54,10 @@ def ingress(view: View) -> View:
         try:
             return view(request, *args, **kwargs)
         except IngressError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.details)
+            response = error_response(exc.status, exc.code, exc.message, exc.details)
+            if isinstance(exc, RateLimited):
+                response["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            return response
 
     return wrapper
 
@@ -92,6 +96,7 @@ def webhook_inbound(request: HttpRequest, connector_id: str) -> HttpResponse:
             "id": str(result.message.pk),
             "message_id": inbound.provider_message_id,
             "status": result.message.status,
+            "refusal": result.message.refusal or None,
             "duplicate": not result.created,
         },
         status=202,
