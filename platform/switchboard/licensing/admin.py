@@ -168,6 +168,23 @@ class LicenceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(ModelLicence)
 class ModelLicenceAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    list_display = ["model_name", "licence_name", "mau_threshold", "terms_url"]
+    list_display = ["model_name", "licence_name", "mau_threshold", "mau_this_month", "terms_url"]
     search_fields = ["model_name", "licence_name"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        # The installation's MAU per model this month, in the same query as the list.
+        from switchboard.metering.models import ModelMauCounter
+        from switchboard.metering.selectors import month_start
+
+        active = ModelMauCounter.objects.filter(
+            model_name=models.OuterRef("model_name"), month=month_start()
+        ).values("active")[:1]
+        return super().get_queryset(request).annotate(mau=models.Subquery(active))
+
+    @admin.display(description="MAU this month (installation)", ordering="mau")
+    def mau_this_month(self, obj: ModelLicence) -> str:
+        active = getattr(obj, "mau", None) or 0
+        if not obj.mau_threshold:
+            return f"{active:,}"
+        return f"{active:,} ({100 * active / obj.mau_threshold:.2f} % of threshold)"
