@@ -75,3 +75,27 @@ def test_rebuild_mau_command_restores_counters(tenant: Any, connector: Any) -> N
     call_command("rebuild_mau", "--tenant", tenant.slug, stdout=out)
     assert "rebuilt 1 MAU counter" in out.getvalue()
     assert MauCounter.objects.get(tenant=tenant).active == 2
+
+
+def test_tenant_admin_never_shows_the_alert_secret_and_generates_one(
+    admin_client: Any, tenant: Any
+) -> None:
+    from switchboard.tenants.models import Tenant
+
+    url = f"/admin/tenants/tenant/{tenant.pk}/change/"
+    form = {
+        "name": tenant.name,
+        "slug": tenant.slug,
+        "is_active": "on",
+        "alert_webhook_url": "https://alerts.example.com/hook",
+        "refusal_replies": '{"mau_limit": {"en": "Full."}}',
+        "new_alert_webhook_secret": "",
+    }
+    response = admin_client.post(url, form, follow=True)
+    assert response.status_code == 200
+    tenant = Tenant.objects.get(pk=tenant.pk)
+    secret = tenant.alert_webhook_secret
+    assert secret.startswith("whsec_")
+    assert secret in response.content.decode()  # shown once, in the message
+    assert tenant.refusal_replies == {"mau_limit": {"en": "Full."}}
+    assert secret not in admin_client.get(url).content.decode()
