@@ -448,10 +448,16 @@ class CellResult:
 
 
 def make_strategy(name: str, settings: Settings) -> RoutingStrategy:
-    """A strategy by name; ``session_affinity:EPS`` overrides the bounded-load epsilon."""
-    base, _, epsilon = name.partition(":")
+    """A strategy by name. ``session_affinity:EPS`` overrides the bounded-load epsilon;
+    a ``/impatient`` suffix lets admission spill to any endpoint with a free slot (the
+    behaviour before `SessionAffinity.admissible`)."""
+    spec, _, mode = name.partition("/")
+    base, _, epsilon = spec.partition(":")
     if base == "session_affinity":
-        return SessionAffinity(epsilon=float(epsilon) if epsilon else settings.epsilon)
+        return SessionAffinity(
+            epsilon=float(epsilon) if epsilon else settings.epsilon,
+            patient=mode != "impatient",
+        )
     return strategy_by_name(base)
 
 
@@ -749,10 +755,17 @@ def _floats(text: str) -> list[float]:
 def _names(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     for name in names:
-        base, colon, epsilon = name.partition(":")
-        if base not in STRATEGIES or (colon and base != "session_affinity"):
+        spec, slash, mode = name.partition("/")
+        base, colon, epsilon = spec.partition(":")
+        affinity = base == "session_affinity"
+        if (
+            base not in STRATEGIES
+            or (colon and not affinity)
+            or (slash and (not affinity or mode != "impatient"))
+        ):
             raise argparse.ArgumentTypeError(
-                f"unknown strategy {name!r}; choose from {STRATEGIES} or session_affinity:EPS"
+                f"unknown strategy {name!r}; choose from {STRATEGIES}, or "
+                "session_affinity:EPS and/or session_affinity/impatient"
             )
         if colon:
             _floats(epsilon)
@@ -817,7 +830,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategies",
         type=_names,
         default=list(STRATEGIES),
-        help="comma-separated; session_affinity:EPS runs it with that epsilon",
+        help="comma-separated; session_affinity:EPS runs it with that epsilon, and "
+        "session_affinity/impatient lets admission spill to any free slot",
     )
     run.add_argument(
         "--loads",

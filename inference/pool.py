@@ -26,7 +26,13 @@ from inference.admission import AdmissionController, NoCandidates
 from inference.breaker import BreakerState, CircuitBreaker
 from inference.client import VLLMClient
 from inference.discovery import Discovery, StaticDiscovery
-from inference.strategies import Candidate, RoutingStrategy, SessionAffinity, strategy_by_name
+from inference.strategies import (
+    Candidate,
+    RoutingStrategy,
+    SessionAffinity,
+    admissible,
+    strategy_by_name,
+)
 from inference.types import (
     Busy,
     ChatRequest,
@@ -171,7 +177,8 @@ class Pool:
                     kv_cache_usage=stats.kv_cache_usage if stats else 0.0,
                 )
             )
-        return [c.endpoint for c in self._strategy(ctx.strategy).rank(usable, ctx)]
+        strategy = self._strategy(ctx.strategy)
+        return [c.endpoint for c in admissible(strategy, strategy.rank(usable, ctx), ctx)]
 
     def _strategy(self, name: str) -> RoutingStrategy:
         if not name:

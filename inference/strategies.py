@@ -39,6 +39,15 @@ class RoutingStrategy(Protocol):
     def rank(self, candidates: Sequence[Candidate], ctx: RouteContext) -> list[Candidate]: ...
 
 
+def admissible(
+    strategy: RoutingStrategy, ranked: Sequence[Candidate], ctx: RouteContext
+) -> list[Candidate]:
+    """The endpoints of `ranked` that admission may grant now; all of them unless the
+    strategy narrows the choice (`SessionAffinity.admissible`)."""
+    narrow = getattr(strategy, "admissible", None)
+    return list(ranked) if narrow is None else narrow(ranked, ctx)
+
+
 class RoundRobin:
     """Spread requests evenly, ignoring load and conversations."""
 
@@ -88,9 +97,11 @@ class SessionAffinity:
 
     name = "session_affinity"
 
-    def __init__(self, *, epsilon: float = 0.25, vnodes: int = 64) -> None:
+    def __init__(self, *, epsilon: float = 0.25, vnodes: int = 64, patient: bool = True) -> None:
         self.epsilon = epsilon
         self.vnodes = vnodes
+        # See `admissible`: wait for the key's endpoint while it is within the bound.
+        self.patient = patient
         # One ring per candidate set (a pool serving several models, endpoints failing
         # over): a few are kept so alternating sets do not rebuild on every request.
         self._rings: OrderedDict[tuple[str, ...], tuple[list[int], list[str]]] = OrderedDict()
@@ -135,7 +146,33 @@ class SessionAffinity:
             return []
         if not ctx.affinity_key:
             return LeastLoaded().rank(candidates, ctx)
-        order = self.ring_order(candidates, ctx.affinity_key)
+        within, over = self._split(candidates, ctx.affinity_key)
+        return within + sorted(over, key=lambda c: c.load)
+
+    def admissible(self, ranked: Sequence[Candidate], ctx: RouteContext) -> list[Candidate]:
+        """Of `rank`'s order, the endpoints admission may grant this request now.
+
+        Only the first one within the load bound: while the key's endpoint is within the
+        bound the request waits for a slot *there*, rather than taking a free slot on an
+        endpoint that has none of its prefix cached. Without this, a saturated pool hands
+        every freed slot to whoever waits, affinity dissolves exactly when the GPUs are
+        busiest, every spilled request recomputes its whole history, and the extra
+        prefill pushes the pool further past its capacity. The bound still moves a
+        key whose endpoint is more than (1 + epsilon) times the average: patience ends
+        where the imbalance starts. Failover re-ranks without the failed endpoint, so
+        the next one along the ring takes over.
+        """
+        if not self.patient or not ctx.affinity_key or not ranked:
+            return list(ranked)
+        within, over = self._split(ranked, ctx.affinity_key)
+        return within[:1] if within else sorted(over, key=lambda c: c.load)
+
+    def _split(
+        self, candidates: Sequence[Candidate], key: str
+    ) -> tuple[list[Candidate], list[Candidate]]:
+        """Candidates in ring order, split by whether one more request keeps them within
+        the bound."""
+        order = self.ring_order(candidates, key)
         total_weight = sum(c.endpoint.weight for c in candidates)
         # +1: the request being placed counts towards the load it must fit under.
         total_load = sum(c.in_flight + c.waiting for c in candidates) + 1
@@ -148,7 +185,7 @@ class SessionAffinity:
             (within if candidate.in_flight + candidate.waiting + 1 <= bound else over).append(
                 candidate
             )
-        return within + sorted(over, key=lambda c: c.load)
+        return within, over
 
 
 STRATEGIES: dict[str, type[RoundRobin] | type[LeastLoaded] | type[SessionAffinity]] = {

@@ -211,6 +211,38 @@ def test_the_servers_own_queue_counts_towards_the_load_bound() -> None:
     assert _names(ranked) == [other.endpoint.name, home.endpoint.name]
 
 
+def test_admission_waits_for_the_home_endpoint_while_it_is_within_the_bound() -> None:
+    endpoints = _endpoints(4)
+    strategy = SessionAffinity(epsilon=0.25)
+    key = KEYS[11]
+    ctx = RouteContext(affinity_key=key)
+    home, *others = strategy.ring_order(_idle(endpoints), key)
+
+    def admissible(home_load: int, other_load: int) -> list[str]:
+        candidates = [Candidate(endpoint=home.endpoint, in_flight=home_load)] + [
+            Candidate(endpoint=o.endpoint, in_flight=other_load) for o in others
+        ]
+        return _names(strategy.admissible(strategy.rank(candidates, ctx), ctx))
+
+    # A saturated pool, loads even (32 each; bound ceil(1.25 * 129 / 4) = 41): the request
+    # waits for its own endpoint instead of taking a slot where nothing of it is cached.
+    assert admissible(32, 32) == [home.endpoint.name]
+    # Home far above the others (bound ceil(1.25 * 63 / 4) = 20): patience ends and the
+    # next endpoint on the ring may take it.
+    assert admissible(32, 10) == [others[0].endpoint.name]
+    # The full ranking, for failover and for the impatient variant, is unchanged.
+    impatient = SessionAffinity(epsilon=0.25, patient=False)
+    candidates = [Candidate(endpoint=c.endpoint, in_flight=32) for c in (home, *others)]
+    assert len(impatient.admissible(impatient.rank(candidates, ctx), ctx)) == 4
+
+
+def test_admissible_without_an_affinity_key_is_the_whole_ranking() -> None:
+    candidates = _idle(_endpoints(3))
+    strategy = SessionAffinity()
+    ranked = strategy.rank(candidates, RouteContext())
+    assert strategy.admissible(ranked, RouteContext()) == ranked
+
+
 def test_empty_affinity_key_falls_back_to_least_loaded() -> None:
     a, b, c = _endpoints(3)
     candidates = [Candidate(a, in_flight=3), Candidate(b, in_flight=0), Candidate(c, in_flight=1)]
