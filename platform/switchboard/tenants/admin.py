@@ -4,7 +4,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import models
 from django.http import HttpRequest
 
 from connectors.webhook import generate_secret
@@ -12,6 +11,12 @@ from switchboard.tenants.models import Tenant
 
 
 class TenantForm(forms.ModelForm):  # type: ignore[type-arg]
+    alert_webhook_url = forms.URLField(
+        required=False,
+        max_length=1000,
+        assume_scheme="https",
+        help_text=Tenant._meta.get_field("alert_webhook_url").help_text,
+    )
     # Write-only, like connector secrets: the stored one is never sent back to a browser.
     new_alert_webhook_secret = forms.CharField(
         required=False,
@@ -34,7 +39,6 @@ class TenantAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_filter = ["is_active"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     fieldsets = [
         (None, {"fields": ["name", "slug", "is_active"]}),
         (
