@@ -15,10 +15,14 @@ reinstall only when pyproject.toml changes.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import os
 import subprocess
 import sys
+import tarfile
+import urllib.request
 import venv
 from pathlib import Path
 
@@ -50,6 +54,57 @@ def ensure_venv() -> None:
     STAMP.write_text(_requirements_digest())
 
 
+# The console's browser libraries, installed from the npm registry at setup (never loaded
+# from a CDN at run time) and checked against the registry's published integrity hash.
+NPM_REGISTRY = os.environ.get("SWITCHBOARD_NPM_REGISTRY", "https://registry.npmjs.org")
+VENDOR = ROOT / "platform" / "switchboard" / "console" / "static" / "console" / "vendor"
+ASSETS = [
+    # (package, version, sha512 integrity, file in the package, installed as)
+    (
+        "htmx.org",
+        "2.0.4",
+        "HLxMCdfXDOJirs3vBZl/ZLoY+c7PfM4Ahr2Ad4YXh6d22T5ltbTXFFkpx9Tgb2vvmWFMbIc3LqN2ToNkZJvyYQ==",
+        "package/dist/htmx.min.js",
+        "htmx.min.js",
+    ),
+    (
+        "chart.js",
+        "4.4.7",
+        "pwkcKfdzTMAU/+jNosKhNL2bHtJc/sSmYgVbuGTEDhzkrhmyihmP7vUc/5ZK9WopidMDHNe3Wm7jOd/WhuHWuw==",
+        "package/dist/chart.umd.js",
+        "chart.umd.js",
+    ),
+]
+
+
+def ensure_assets() -> None:
+    for package, version, integrity, member, name in ASSETS:
+        target = VENDOR / name
+        if target.exists():
+            continue
+        url = f"{NPM_REGISTRY}/{package}/-/{package}-{version}.tgz"
+        print(f"dev.py: fetching {package} {version} from the npm registry ...", flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (https)
+                data = response.read()
+        except OSError as exc:
+            print(
+                f"dev.py: could not fetch {url} ({exc}); the console works without "
+                f"{name}, minus its interactivity or charts",
+                file=sys.stderr,
+            )
+            continue
+        digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
+        if digest != integrity:
+            sys.exit(f"dev.py: {url} does not match its published sha512 integrity; refusing it")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+            source = archive.extractfile(member)
+            if source is None:
+                sys.exit(f"dev.py: {member} missing from {url}")
+            VENDOR.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read())
+
+
 def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):  # noqa: UP036 (dev.py may be run by an older python3)
         print("Switchboard needs Python 3.11 or newer.", file=sys.stderr)
@@ -70,6 +125,7 @@ def main(argv: list[str]) -> int:
         print(f"dev.py: unknown command {command!r}\n{__doc__}", file=sys.stderr)
         return 2
     ensure_venv()
+    ensure_assets()
     os.chdir(ROOT)
     if command == "test":
         # On the embedded default, keep the tests' queues apart from a running platform's.

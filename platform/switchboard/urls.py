@@ -10,6 +10,7 @@ urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("console/", include("switchboard.console.urls")),
     path("hooks/", include("switchboard.hooks.urls")),
     path("aligenie/<str:name>.txt", hooks_views.aligenie_ownership_file, name="aligenie-ownership"),
 ]
