@@ -129,3 +129,44 @@ def celery_worker(
 
         wait_until(ready, timeout=60, what="the Celery worker to answer a ping")
         yield Worker(hostname=hostname, log=log)
+
+
+@contextmanager
+def web_server(
+    tmp_dir: Path,
+    *,
+    database_url: str,
+    redis_url: str,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """The ASGI app (HTTP and WebSockets) under uvicorn, as in production; its base URL.
+
+    pytest-django's live server speaks WSGI only, so pages that open a WebSocket (the
+    console's test chat) need this one.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"})
+    env.update(extra_env or {})
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "switchboard.asgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    log = tmp_dir / "web.log"
+    with running(argv, env=env, log=log) as process:
+        wait_until(
+            lambda: process.poll() is not None or _healthy(f"{url}/healthz"),
+            timeout=60,
+            what="the web server",
+        )
+        assert process.poll() is None, log.read_text()
+        yield url
