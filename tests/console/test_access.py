@@ -77,3 +77,30 @@ def test_language_choice_sticks_to_the_user(
     page = other.get("/console/")
     assert page["Content-Language"] == "zh-hans"
     assert '<html lang="zh-hans">' in page.content.decode()
+
+
+def test_console_user_command_creates_and_changes_roles(tenant: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    from switchboard.console.models import Membership
+
+    out = StringIO()
+    call_command(
+        "console_user",
+        "alice",
+        "--role",
+        "admin",
+        "--tenant",
+        tenant.slug,
+        "--password",
+        "pw-123456",
+        stdout=out,
+    )
+    assert "created alice: admin" in out.getvalue()
+    call_command("console_user", "alice", "--role", "operator", stdout=out)
+    membership = Membership.objects.get(user__username="alice")
+    assert (membership.role, membership.tenant) == ("operator", None)
+    with pytest.raises(CommandError, match="--tenant is required"):
+        call_command("console_user", "bob", "--role", "viewer", "--password", "x")
