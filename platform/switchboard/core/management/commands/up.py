@@ -186,8 +186,9 @@ class Command(BaseCommand):
         password = demo.admin_password or "(your existing password)"
         self.stdout.write(self.style.SUCCESS(f"\nSwitchboard is running on {base}/"))
         self.stdout.write(
-            f"  admin      {base}/admin/  user {demo.admin_username}  password {password}"
+            f"  console    {base}/console/  user {demo.admin_username}  password {password}"
         )
+        self.stdout.write(f"  admin      {base}/admin/  (same user)")
         self.stdout.write(f"  webhook    POST {base}/hooks/webhook/{demo.connector.pk}/")
         self.stdout.write(f"  logs       {var / 'log'}/")
         self.stdout.write("\nIn another terminal, send a signed message and see the reply:")
