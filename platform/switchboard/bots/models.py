@@ -111,6 +111,10 @@ class Connector(TenantOwnedModel):
         WEBHOOK = "webhook", "Signed webhook"
         DINGTALK = "dingtalk", "DingTalk"
         ALIGENIE = "aligenie", "Tmall Genie (AliGenie)"
+        # Hidden, one per bot, made on first use: the console's test chat. It has no
+        # ingress URL (the hooks look connectors up by their own kind) and its replies
+        # are shown live in the console, so delivery has nothing to send.
+        CONSOLE = "console", "Console test chat"
 
     class DingTalkMode(models.TextChoices):
         HTTP = "http", "HTTP callback"

@@ -163,4 +163,6 @@ def connector_ingress_path(connector: Connector) -> str:
         if connector.dingtalk_mode == Connector.DingTalkMode.STREAM:
             return ""
         return f"/hooks/dingtalk/{connector.pk}/"
+    if connector.kind == Connector.Kind.CONSOLE:
+        return ""  # the console's own test chat: no public ingress
     return f"/hooks/webhook/{connector.pk}/"

@@ -13,7 +13,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 
@@ -53,7 +53,7 @@ class Access:
     def get_or_404(self, queryset: QuerySet[M], **lookup: Any) -> M:
         try:
             return self.scope(queryset).get(**lookup)
-        except (queryset.model.DoesNotExist, ValueError, TypeError):
+        except (queryset.model.DoesNotExist, ValueError, TypeError, ValidationError):
             raise Http404("not found") from None
 
     def require_tenant(self) -> Tenant:

@@ -23,7 +23,8 @@ LANGUAGE_SESSION_KEY = "console_language"
 # Secrets are masked, never written into the log.
 auditlog.register(Tenant, exclude_fields=["alert_webhook_secret"])
 auditlog.register(Bot)
-auditlog.register(Connector, mask_fields=["secret", "private_key", "path_token"])
+# Excluded, not masked: auditlog's masking keeps half of the value.
+auditlog.register(Connector, exclude_fields=["secret", "private_key", "path_token"])
 auditlog.register(InferenceEndpoint)
 auditlog.register(ModelLicence)
 auditlog.register(Membership)

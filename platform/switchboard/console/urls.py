@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from switchboard.console import views
+from switchboard.console import urls_tenants, views
 
 app_name = "console"
 
@@ -16,4 +16,13 @@ urlpatterns = [
     path("tenant/", views.pick_tenant, name="pick_tenant"),
     # One module per area; each adds its own names under the "console" namespace.
     path("", include("switchboard.console.urls_overview")),
+    path("tenants/", include("switchboard.console.urls_tenants")),
+    path("licences/", include(urls_tenants.licence_urlpatterns)),
+    path("bots/", include("switchboard.console.urls_bots")),
+    path("chat/", include("switchboard.console.urls_chat")),
+    path("conversations/", include("switchboard.console.urls_conversations")),
+    path("users/", include("switchboard.console.urls_users")),
+    path("pool/", include("switchboard.console.urls_pool")),
+    path("deliveries/", include("switchboard.console.urls_deliveries")),
+    path("audit/", include("switchboard.console.urls_audit")),
 ]

@@ -36,8 +36,11 @@ from switchboard.metering.models import Alert, MauCounter, UsageRollup
 logger = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 14
+PRESET_DAYS = (7, 14, 30, 90)
 # A year of daily buckets is still one small chart; longer ranges belong in an export.
 MAX_DAYS = 366
+# Bounds that keep date arithmetic (the day after the last) far from date.min/max.
+EARLIEST = date(2000, 1, 1)
 RECENT_ERRORS = 10
 BUSIEST = 10
 OPEN_ALERTS = 20
@@ -108,12 +111,16 @@ class DateRangeForm(forms.Form):
             return data
         end = data.get("to") or self.today
         start = data.get("from") or end - timedelta(days=DEFAULT_DAYS - 1)
+        if start < EARLIEST:
+            raise ValidationError(
+                _("Dates before %(date)s are not supported.") % {"date": EARLIEST.isoformat()}
+            )
+        if end > self.today + timedelta(days=MAX_DAYS):
+            raise ValidationError(_("The end date is too far in the future."))
         if start > end:
             raise ValidationError(_("The start date must not be after the end date."))
         if (end - start).days + 1 > MAX_DAYS:
-            raise ValidationError(
-                _("Pick a range of at most %(days)d days.") % {"days": MAX_DAYS}
-            )
+            raise ValidationError(_("Pick a range of at most %(days)d days.") % {"days": MAX_DAYS})
         data["start"], data["end"] = start, end
         return data
 
@@ -133,15 +140,27 @@ class DayRange:
         return datetime.combine(self.last + timedelta(days=1), time.min, tzinfo=UTC)
 
     @property
+    def length(self) -> int:
+        return (self.last - self.first).days + 1
+
+    @property
     def days(self) -> list[date]:
-        return [self.first + timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+        return [self.first + timedelta(days=i) for i in range(self.length)]
+
+
+def _today() -> date:
+    return timezone.now().astimezone(UTC).date()
+
+
+def _last_days(days: int, today: date) -> DayRange:
+    return DayRange(today - timedelta(days=days - 1), today)
 
 
 def _day_range(request: HttpRequest) -> tuple[DateRangeForm, DayRange, bool]:
     """The form, the range to show, and whether the asked range was valid (a bad one
     falls back to the default, so the page still says something useful)."""
-    today = timezone.now().astimezone(UTC).date()
-    default = DayRange(today - timedelta(days=DEFAULT_DAYS - 1), today)
+    today = _today()
+    default = _last_days(DEFAULT_DAYS, today)
     if "from" in request.GET or "to" in request.GET:
         form = DateRangeForm(request.GET, today=today)
     else:
@@ -241,9 +260,7 @@ def installation_totals(access: Access, days: DayRange) -> selectors.UsageTotals
 
 
 def installation_series(access: Access, days: DayRange) -> list[selectors.UsagePoint]:
-    rows = (
-        _installation_rollups(access, days).values("bucket").annotate(**_SUMS).order_by("bucket")
-    )
+    rows = _installation_rollups(access, days).values("bucket").annotate(**_SUMS).order_by("bucket")
     return [selectors.UsagePoint(bucket=row["bucket"], **_figures(row)) for row in rows]
 
 
@@ -350,6 +367,13 @@ def installation_mau(access: Access, month: date) -> int:
     return row["active"] or 0
 
 
+def _with_shares(rows: list[Any]) -> list[tuple[Any, float]]:
+    """Each row with its bar width: its requests relative to the busiest row's (a
+    comparison, not a limit, so these bars never turn amber or red)."""
+    top = max((row.requests for row in rows), default=0)
+    return [(row, round(100.0 * row.requests / top, 1) if top else 0.0) for row in rows]
+
+
 # --- the page ---------------------------------------------------------------------------
 
 
@@ -363,6 +387,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "days": days,
         "range_valid": valid,
         "default_days": DEFAULT_DAYS,
+        "presets": [_last_days(n, _today()) for n in PRESET_DAYS],
         "month": month,
         "latency": ttft_percentiles(access, days),
         "errors": recent_errors(access, days),
@@ -372,7 +397,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         context.update(
             totals=installation_totals(access, days),
             chart=usage_chart(installation_series(access, days), days),
-            busiest_tenants=busiest_tenants(access, days),
+            busiest_tenants=_with_shares(busiest_tenants(access, days)),
             mau=Gauge(installation_mau(access, month), None),
             models=[
                 (figure, Gauge(figure.active, figure.mau_threshold))
@@ -387,17 +412,13 @@ def overview(request: HttpRequest) -> HttpResponse:
     else:
         limits = effective_limits(tenant)
         busiest = selectors.usage_by_bot(tenant, start=days.start, end=days.end)[:BUSIEST]
-        top = max((bot.requests for bot in busiest), default=0)
         context.update(
             totals=selectors.usage_totals(tenant, start=days.start, end=days.end),
             chart=usage_chart(
                 selectors.usage_series(tenant, period="day", start=days.start, end=days.end),
                 days,
             ),
-            # Each bot's bar is relative to the busiest one: a share, not a limit.
-            busiest_bots=[
-                (bot, round(100.0 * bot.requests / top, 1) if top else 0.0) for bot in busiest
-            ],
+            busiest_bots=_with_shares(busiest),
             mau=Gauge(selectors.mau_current(tenant, month=month).active, limits.mau_limit),
             limits=limits,
             actives=_actives(tenant),

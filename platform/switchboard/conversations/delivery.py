@@ -7,6 +7,7 @@
   where they stopped;
 - aligenie: answered synchronously by the ingress, so there is nothing to push; a reply
   that missed the speaker's deadline waits for the session's next turn.
+- console: the test chat showed the reply live, so it is marked delivered in-app.
 
 Permanent failures count against the connector; enough in a row disable it.
 """
@@ -102,6 +103,12 @@ def reply_deliver(*, message_id: str, replay: bool = False, final: bool = False)
     connector = reply.connector
     if connector.kind == Connector.Kind.ALIGENIE:
         return Outcome(delivered=False, held=True)
+    if connector.kind == Connector.Kind.CONSOLE:
+        # Delivered in-app: the console's test chat showed the reply as it was written.
+        Message.objects.filter(pk=reply.pk).update(
+            status=Message.Status.DELIVERED, delivered_at=timezone.now(), next_attempt_at=None
+        )
+        return Outcome(delivered=True)
     if not connector.enabled:
         # Disabled by an operator or by repeated permanent failures: send nothing more.
         Message.objects.filter(pk=reply.pk).update(

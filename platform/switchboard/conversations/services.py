@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.runnables import Runnable
 
 from connectors.aligenie import voice_text
 from connectors.base import InboundMessage, RateLimited
@@ -269,9 +272,14 @@ def message_generate_reply(*, message_id: str) -> Message | None:
         history=selectors.conversation_history(message=message, limit=bot.history_window),
         user_text=message.text,
     )
+    # Only the console's test chat watches a reply being written: a channel-layer send
+    # per token is not free, so other channels just get the whole reply.
+    live = _LiveReply(message.pk) if message.connector.kind == Connector.Kind.CONSOLE else None
     try:
-        reply = (prompts.REPLY_PROMPT | model).invoke(inputs)
+        reply = _stream_reply(prompts.REPLY_PROMPT | model, inputs, live)
     except Exception as exc:
+        if live is not None:
+            live.send("error", error=str(exc)[:500])
         with transaction.atomic():
             Message.objects.filter(pk=message.pk, status=Message.Status.PROCESSING).update(
                 status=Message.Status.RECEIVED, error=str(exc)[:2000]
@@ -288,7 +296,63 @@ def message_generate_reply(*, message_id: str) -> Message | None:
         raise
     if voice:
         reply.content = voice_text(str(reply.content), max_chars=bot.voice_max_chars)
-    return reply_record(inbound=message, reply=reply)
+    outbound = reply_record(inbound=message, reply=reply)
+    if live is not None:
+        live.send(
+            "done",
+            reply=str(outbound.pk),
+            text=outbound.text,
+            prompt_tokens=outbound.prompt_tokens,
+            completion_tokens=outbound.completion_tokens,
+            ttft_ms=outbound.ttft_ms,
+            latency_ms=outbound.latency_ms,
+            endpoint=str(reply.response_metadata.get("endpoint", "")),
+            finish_reason=outbound.finish_reason,
+        )
+    return outbound
+
+
+def _stream_reply(
+    chain: Runnable[dict[str, Any], Any], inputs: dict[str, Any], live: _LiveReply | None
+) -> AIMessageChunk:
+    """Run the pipeline streaming; the chunks add up to the whole reply, its usage and
+    timings riding on the last one."""
+    chunks: list[AIMessageChunk] = []
+    for chunk in chain.stream(inputs):
+        chunks.append(chunk)
+        if live is not None and chunk.content:
+            live.send("delta", text=str(chunk.content))
+    # The pool ends every stream with its result or raises: never empty. Merged once at
+    # the end: adding chunk by chunk costs a model copy per token.
+    return chunks[0] + chunks[1:]
+
+
+def live_group(message_id: uuid.UUID | str) -> str:
+    """The Channels group that watches the reply to an inbound message being written."""
+    return f"console.chat.{uuid.UUID(str(message_id)).hex}"
+
+
+class _LiveReply:
+    """Publishes a reply's progress to its inbound message's group: `chat.delta` per
+    token, then `chat.done` or `chat.error`. Best effort: a broken channel layer never
+    fails a generation (the reply is stored either way), it only stops the live view."""
+
+    def __init__(self, message_id: uuid.UUID) -> None:
+        self.message_id = str(message_id)
+        self.group = live_group(message_id)
+        self.layer = get_channel_layer()
+        self.seq = 0
+
+    def send(self, event: str, **data: Any) -> None:
+        if self.layer is None:
+            return
+        self.seq += 1
+        payload = {"type": f"chat.{event}", "message": self.message_id, "seq": self.seq, **data}
+        try:
+            async_to_sync(self.layer.group_send)(self.group, payload)
+        except Exception:
+            logger.warning("live reply %s: channel layer failed, not publishing", self.group)
+            self.layer = None
 
 
 def reply_record(*, inbound: Message, reply: AIMessage) -> Message:

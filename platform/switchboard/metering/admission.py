@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Sum
 
+from switchboard.bots.models import Connector
 from switchboard.conversations.models import EndUser, Message
 from switchboard.licensing import replies
 from switchboard.licensing.limits import Limits
@@ -75,11 +76,18 @@ def admit(
 ) -> Decision:
     """Decide on one inbound message. Must run inside the transaction storing it."""
     limits = effective_limits(tenant_id)
-    if not limits.allows_connector(connector_kind):
+    # The console's test chat is the tenant's own staff trying a bot: not a channel a
+    # licence sells, nor end users. Its messages are rate-limited and their tokens
+    # metered like any others, but the kind is never refused and its users are never
+    # counted in MAU (the tenant's or the model's).
+    console = connector_kind == Connector.Kind.CONSOLE
+    if not console and not limits.allows_connector(connector_kind):
         return Decision.refused(replies.CONNECTOR_NOT_LICENSED)
     limited = _check_rates(limits, tenant_id=tenant_id, end_user_id=end_user.pk, now=now)
     if limited is not None:
         return limited
+    if console:
+        return ADMITTED
     month = month_of(now)
     if end_user.counted_month == month and model_name in (end_user.counted_models or []):
         return ADMITTED

@@ -34,4 +34,6 @@ def pool_health_check() -> dict[str, bool]:
 
 
 def endpoint_set_draining(*, endpoint: InferenceEndpoint, draining: bool) -> None:
-    InferenceEndpoint.objects.filter(pk=endpoint.pk).update(draining=draining)
+    # Saved through the model, not a queryset update, so the audit log records who did it.
+    endpoint.draining = draining
+    endpoint.save(update_fields=["draining"])

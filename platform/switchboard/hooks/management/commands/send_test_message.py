@@ -44,6 +44,10 @@ class Command(BaseCommand):
         if connector is None:
             raise CommandError(f"no connector {options['connector']}")
         path = connector_ingress_path(connector)
+        if connector.kind == Connector.Kind.CONSOLE:
+            raise CommandError(
+                "this is the console's test-chat connector: use the console's Test chat page"
+            )
         if not path:
             raise CommandError(
                 "this DingTalk connector is in Stream mode: messages arrive over the Stream "
