@@ -241,27 +241,43 @@ def test_concurrent_first_messages_of_one_user_count_once(
 
 
 def test_model_mau_counts_the_installation_per_served_model(
-    tenant: Any, connector: Any, licence_for: Callable[..., Any]
+    tenant: Any,
+    connector: Any,
+    licence_for: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     from switchboard.metering.admission import month_of
     from switchboard.metering.models import ModelMauCounter
     from switchboard.tenants.models import Tenant
 
     licence_for(tenant, mau_limit=100)
-    receive(connector, inbound("alice"))
-    receive(connector, inbound("bob"))
-    receive(connector, inbound("alice"))
+    # The installation-wide counter moves after commit, in its own transaction.
+    with django_capture_on_commit_callbacks(execute=True):
+        receive(connector, inbound("alice"))
+        receive(connector, inbound("bob"))
+        receive(connector, inbound("alice"))
     month = month_of(datetime.now(tz=UTC))
     model = connector.bot.model_name
     before = ModelMauCounter.objects.get(model_name=model, month=month).active
+    assert before >= 2
     # A second tenant's users add to the same model's installation-wide count.
     from switchboard.bots.services import bot_create, connector_create_webhook
 
     other = Tenant.objects.create(name="Other", slug=f"other-{uuid.uuid4().hex[:6]}")
     licence_for(other, mau_limit=100)
     hook = connector_create_webhook(bot=bot_create(tenant=other, name="B"), name="H")
-    receive(hook, inbound("alice"))
+    with django_capture_on_commit_callbacks(execute=True):
+        receive(hook, inbound("alice"))
     assert ModelMauCounter.objects.get(model_name=model, month=month).active == before + 1
+    # The counter is a cache of the rows: a rebuild recounts it.
+    from switchboard.metering.admission import model_mau_rebuild
+    from switchboard.metering.models import ModelActiveUser
+
+    ModelMauCounter.objects.filter(model_name=model, month=month).update(active=0)
+    model_mau_rebuild(month=month)
+    assert ModelMauCounter.objects.get(model_name=model, month=month).active == (
+        ModelActiveUser.objects.filter(model_name=model, month=month).count()
+    )
 
 
 def test_user_counted_again_when_a_bot_of_another_model_answers(
@@ -311,7 +327,10 @@ def test_alerts_fire_once_per_threshold(
 
 
 def test_model_licence_threshold_alert_goes_to_the_operator(
-    tenant: Any, connector: Any, licence_for: Callable[..., Any]
+    tenant: Any,
+    connector: Any,
+    licence_for: Callable[..., Any],
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     from switchboard.licensing.models import ModelLicence
     from switchboard.metering import alerts
@@ -322,8 +341,9 @@ def test_model_licence_threshold_alert_goes_to_the_operator(
     assert ModelLicence.objects.get(model_name=model).mau_threshold == 100_000_000
     ModelLicence.objects.filter(model_name=model).update(mau_threshold=2)
     alerts.cache_clear()
-    receive(connector, inbound("alice"))
-    receive(connector, inbound("bob"))
+    with django_capture_on_commit_callbacks(execute=True):
+        receive(connector, inbound("alice"))
+        receive(connector, inbound("bob"))
     operator = Alert.objects.filter(tenant__isnull=True, model_name=model)
     assert sorted(operator.values_list("threshold_percent", flat=True)) == [80, 90, 100]
     assert "commercial licence" in operator.first().message

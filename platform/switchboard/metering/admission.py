@@ -83,15 +83,18 @@ def admit(
     console = connector_kind == Connector.Kind.CONSOLE
     if not console and not limits.allows_connector(connector_kind):
         return Decision.refused(replies.CONNECTOR_NOT_LICENSED)
-    limited = _check_rates(limits, tenant_id=tenant_id, end_user_id=end_user.pk, now=now)
-    if limited is not None:
-        return limited
-    if console:
-        return ADMITTED
+    decision = ADMITTED
     month = month_of(now)
-    if end_user.counted_month == month and model_name in (end_user.counted_models or []):
-        return ADMITTED
-    return _count_mau(limits, tenant_id, end_user, model_name, month)
+    counted = end_user.counted_month == month and model_name in (end_user.counted_models or [])
+    if not console and not counted:
+        # MAU before the rate limits: a new user refused at the MAU limit must not use
+        # up rate-window room or show in the daily actives. (A counted user the rate
+        # limit then refuses did write to the bot this month: active, if throttled.)
+        decision = _count_mau(limits, tenant_id, end_user, model_name, month)
+        if not decision.admitted:
+            return decision
+    limited = _check_rates(limits, tenant_id=tenant_id, end_user_id=end_user.pk, now=now)
+    return limited if limited is not None else decision
 
 
 # --- MAU --------------------------------------------------------------------------------
@@ -125,8 +128,9 @@ def _count_mau(
 def _count_tenant(limits: Limits, tenant_id: Any, end_user_id: int, month: date) -> Decision:
     limit = limits.mau_limit
     hard = limits.enforcement == "hard"
+    refused = False
+    # The inner atomic is a savepoint: a refusal rolls back the user's row with it.
     with transaction.atomic(), connection.cursor() as cursor:
-        sid = transaction.savepoint()
         cursor.execute(
             "INSERT INTO metering_monthlyactiveuser (tenant_id, month, end_user_id, over_limit)"
             " VALUES (%s, %s, %s, false) ON CONFLICT DO NOTHING RETURNING 1",
@@ -135,31 +139,31 @@ def _count_tenant(limits: Limits, tenant_id: Any, end_user_id: int, month: date)
         if cursor.fetchone() is None:
             # Counted already (an earlier message whose end user row was not updated,
             # or a concurrent first message): nothing to add.
-            transaction.savepoint_commit(sid)
             return ADMITTED
-        if hard and limit is not None and limit <= 0:
-            transaction.savepoint_rollback(sid)
-            _count_refusal(cursor, tenant_id, month)
-            return Decision.refused(replies.MAU_LIMIT)
-        # NULL: no cap (soft mode, or no MAU limit); the upsert counts regardless.
-        cap = limit if hard else None
-        cursor.execute(
-            "INSERT INTO metering_maucounter (tenant_id, month, active, over_limit, refused)"
-            " VALUES (%s, %s, 1, 0, 0) ON CONFLICT (tenant_id, month) DO UPDATE"
-            " SET active = metering_maucounter.active + 1"
-            " WHERE %s::bigint IS NULL OR metering_maucounter.active < %s::bigint"
-            " RETURNING active",
-            [tenant_id, month, cap, cap],
-        )
-        row = cursor.fetchone()
+        row = None
+        if not (hard and limit is not None and limit <= 0):
+            # NULL: no cap (soft mode, or no MAU limit); the upsert counts regardless.
+            cap = limit if hard else None
+            cursor.execute(
+                "INSERT INTO metering_maucounter (tenant_id, month, active, over_limit,"
+                " refused) VALUES (%s, %s, 1, 0, 0) ON CONFLICT (tenant_id, month) DO UPDATE"
+                " SET active = metering_maucounter.active + 1"
+                " WHERE %s::bigint IS NULL OR metering_maucounter.active < %s::bigint"
+                " RETURNING active",
+                [tenant_id, month, cap, cap],
+            )
+            row = cursor.fetchone()
         if row is None:
-            transaction.savepoint_rollback(sid)
+            refused = True
+            transaction.set_rollback(True)
+    if refused:
+        with connection.cursor() as cursor:
             _count_refusal(cursor, tenant_id, month)
-            return Decision.refused(replies.MAU_LIMIT)
-        transaction.savepoint_commit(sid)
-        active = int(row[0])
-        over = limit is not None and active > limit
-        if over:
+        return Decision.refused(replies.MAU_LIMIT)
+    active = int(row[0])
+    over = limit is not None and active > limit
+    if over:
+        with connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE metering_maucounter SET over_limit = over_limit + 1"
                 " WHERE tenant_id = %s AND month = %s",
@@ -185,6 +189,10 @@ def _count_refusal(cursor: Any, tenant_id: Any, month: date) -> None:
 
 
 def _count_model(model_name: str, end_user_id: int, month: date) -> None:
+    """The user's row for the model's MAU rides in the message's transaction (distinct
+    keys: no contention); the installation-wide counter, one hot row every tenant's new
+    users would queue on, is bumped after commit in a one-statement transaction. Only
+    alerts and the operator's view read it, and `model_mau_rebuild` recounts it."""
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO metering_modelactiveuser (model_name, month, end_user_id)"
@@ -193,6 +201,11 @@ def _count_model(model_name: str, end_user_id: int, month: date) -> None:
         )
         if cursor.fetchone() is None:
             return
+    transaction.on_commit(lambda: _bump_model_counter(model_name, month))
+
+
+def _bump_model_counter(model_name: str, month: date) -> None:
+    with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO metering_modelmaucounter (model_name, month, active)"
             " VALUES (%s, %s, 1) ON CONFLICT (model_name, month) DO UPDATE"
@@ -201,6 +214,19 @@ def _count_model(model_name: str, end_user_id: int, month: date) -> None:
         )
         active = int(cursor.fetchone()[0])
     alerts.model_mau_crossed(model_name=model_name, month=month, active=active)
+
+
+def model_mau_rebuild(*, month: date) -> int:
+    """Recount every model's counter for the month from its rows."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO metering_modelmaucounter (model_name, month, active)"
+            " SELECT model_name, month, count(*) FROM metering_modelactiveuser"
+            " WHERE month = %s GROUP BY 1, 2"
+            " ON CONFLICT (model_name, month) DO UPDATE SET active = EXCLUDED.active",
+            [month],
+        )
+        return cursor.rowcount
 
 
 def mau_rebuild(*, tenant_id: Any | None = None, month: date) -> int:

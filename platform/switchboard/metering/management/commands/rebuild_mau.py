@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from switchboard.metering.admission import mau_rebuild
+from switchboard.metering.admission import mau_rebuild, model_mau_rebuild
 from switchboard.metering.selectors import month_start
 
 from ._options import day, tenant_by_slug
@@ -13,8 +13,10 @@ from ._options import day, tenant_by_slug
 class Command(BaseCommand):
     help = (
         "Recompute a month's MAU counters from the per-user MAU rows (the source of truth), "
-        "for one tenant or all. Counters and rows are written in one transaction by "
-        "admission, so this is only needed after manual changes to the database."
+        "for one tenant or for all; for all, each served model's installation-wide MAU "
+        "too. Admission writes a tenant's counter with its rows in one transaction, and "
+        "a model's just after, so this is needed after a crash between the two or after "
+        "manual changes to the database."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,3 +33,6 @@ class Command(BaseCommand):
         tenant = tenant_by_slug(options["tenant"]) if options["tenant"] else None
         rows = mau_rebuild(tenant_id=tenant.pk if tenant else None, month=month)
         self.stdout.write(f"rebuilt {rows} MAU counter(s) for {month:%Y-%m}")
+        if tenant is None:
+            models = model_mau_rebuild(month=month)
+            self.stdout.write(f"rebuilt {models} model MAU counter(s) for {month:%Y-%m}")
