@@ -15,7 +15,10 @@ from typing import Any, TypeVar
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+from django.utils.http import urlencode
+from django_otp import user_has_device
 
 from switchboard.console.models import Membership, Role
 from switchboard.tenants.models import Tenant
@@ -88,6 +91,10 @@ def console_view(role: str = Role.VIEWER) -> Callable[[View], View]:
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
+            # A password alone does not open the console for a user who turned two-factor on.
+            if user_has_device(request.user) and not request.user.is_verified():
+                verify = reverse("console:otp_verify")
+                return HttpResponseRedirect(f"{verify}?{urlencode({'next': request.get_full_path()})}")
             access = access_for(request)
             if access is None:
                 raise PermissionDenied("this account has no console access")

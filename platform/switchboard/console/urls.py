@@ -14,6 +14,7 @@ urlpatterns = [
     path("password/done/", views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("language/", views.set_language, name="set_language"),
     path("tenant/", views.pick_tenant, name="pick_tenant"),
+    path("otp/", include("switchboard.console.urls_otp")),
     # One module per area; each adds its own names under the "console" namespace.
     path("", include("switchboard.console.urls_overview")),
     path("tenants/", include("switchboard.console.urls_tenants")),
