@@ -94,7 +94,9 @@ def console_view(role: str = Role.VIEWER) -> Callable[[View], View]:
             # A password alone does not open the console for a user who turned two-factor on.
             if user_has_device(request.user) and not request.user.is_verified():
                 verify = reverse("console:otp_verify")
-                return HttpResponseRedirect(f"{verify}?{urlencode({'next': request.get_full_path()})}")
+                return HttpResponseRedirect(
+                    f"{verify}?{urlencode({'next': request.get_full_path()})}"
+                )
             access = access_for(request)
             if access is None:
                 raise PermissionDenied("this account has no console access")

@@ -32,6 +32,7 @@ from django.http import HttpRequest
 from django.urls import path
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django_otp import DEVICE_ID_SESSION_KEY, user_has_device
 
 from connectors.base import InboundMessage
 from switchboard.bots.models import Bot, Connector
@@ -158,6 +159,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if user is None or not user.is_authenticated:
             return None
         session = self.scope.get("session") or {}
+        if user_has_device(user) and not session.get(DEVICE_ID_SESSION_KEY):
+            # Signed in with the password but not yet with the second factor.
+            return None
         access = access_for(cast(HttpRequest, _ScopeRequest(user=user, session=session)))
         self.language = session.get(LANGUAGE_SESSION_KEY)
         # Tenant admins, and operators looking into one tenant: the chat sends real,

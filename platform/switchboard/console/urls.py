@@ -4,14 +4,24 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from switchboard.console import urls_tenants, views
+from switchboard.console.access import console_view
 
 app_name = "console"
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/", views.PasswordChangeView.as_view(), name="password_change"),
-    path("password/done/", views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    # Behind console_view: changing the password needs the second factor too, if any.
+    path(
+        "password/",
+        console_view()(views.PasswordChangeView.as_view()),
+        name="password_change",
+    ),
+    path(
+        "password/done/",
+        console_view()(views.PasswordChangeDoneView.as_view()),
+        name="password_change_done",
+    ),
     path("language/", views.set_language, name="set_language"),
     path("tenant/", views.pick_tenant, name="pick_tenant"),
     path("otp/", include("switchboard.console.urls_otp")),
