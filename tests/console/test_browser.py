@@ -191,8 +191,8 @@ def test_tenant_admin_builds_a_bot_and_chats_with_it(
 
     # Chinese, switched in the page, and kept for the next page.
     page.goto(f"{base}/console/")
-    page.select_option("#language-form select", "zh-hans")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.select_option("#language-form select", "zh-hans")
     with translation.override("zh-hans"):
         overview_zh = translation.gettext("Overview")
         bots_zh = translation.gettext("Bots")
