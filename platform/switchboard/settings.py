@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "switchboard.licensing",
     "switchboard.metering",
     "switchboard.console",
+    "switchboard.apikeys",
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",

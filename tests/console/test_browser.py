@@ -182,6 +182,14 @@ def test_tenant_admin_builds_a_bot_and_chats_with_it(
     assert "Hello from the browser" in page.inner_text("body")
     _shot(page, "transcript")
 
+    # An API key, shown once.
+    page.goto(f"{base}/console/keys/")
+    page.fill("#id_name", "CRM integration")
+    with page.expect_navigation():
+        page.click("form[action$='/keys/new/'] button[type=submit]")
+    assert page.inner_text("#new-api-key").startswith("sb_")
+    _shot(page, "api-keys")
+
     # Another tenant's bot, opened by URL: it does not exist for this user.
     foreign = bot_create(tenant=other_tenant, name="Not yours")
     response = page.goto(f"{base}/console/bots/{foreign.pk}/")

@@ -11,6 +11,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 from django.utils import translation
 
+from switchboard.apikeys.models import ApiKey
 from switchboard.bots.models import Bot, Connector
 from switchboard.console.models import Membership
 from switchboard.licensing.models import ModelLicence
@@ -28,6 +29,7 @@ auditlog.register(Connector, exclude_fields=["secret", "private_key", "path_toke
 auditlog.register(InferenceEndpoint)
 auditlog.register(ModelLicence)
 auditlog.register(Membership)
+auditlog.register(ApiKey, exclude_fields=["secret_hash", "last_used_at"])
 auditlog.register(get_user_model(), include_fields=["username", "email", "is_active", "is_staff"])
 
 

@@ -35,5 +35,6 @@ urlpatterns = [
     path("users/", include("switchboard.console.urls_users")),
     path("pool/", include("switchboard.console.urls_pool")),
     path("deliveries/", include("switchboard.console.urls_deliveries")),
+    path("keys/", include("switchboard.console.urls_keys")),
     path("audit/", include("switchboard.console.urls_audit")),
 ]
