@@ -3,6 +3,7 @@ operator's levers on it (add, drain, enable, check health now)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from switchboard.console.models import Role
 from switchboard.metering.models import UsageRecord
 from switchboard.pool import services
 from switchboard.pool.models import InferenceEndpoint
+from switchboard.pool.runtime import breaker_reports
 
 # Above these shares of the KV cache an endpoint is close to preempting requests.
 KV_WARN = 0.7
@@ -67,6 +69,20 @@ class Throughput:
 class PoolRow:
     endpoint: InferenceEndpoint
     throughput: Throughput
+    # Workers reporting this endpoint's circuit in each state (closed/open/half_open).
+    circuit: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def circuit_workers(self) -> int:
+        return sum(self.circuit.values())
+
+    @property
+    def circuit_open(self) -> int:
+        return self.circuit.get("open", 0)
+
+    @property
+    def circuit_half_open(self) -> int:
+        return self.circuit.get("half_open", 0)
 
     @property
     def kv_percent(self) -> int | None:
@@ -116,9 +132,13 @@ def _throughput_by_endpoint() -> dict[str, Throughput]:
 
 def _pool_context() -> dict[str, Any]:
     throughput = _throughput_by_endpoint()
+    endpoints = list(InferenceEndpoint.objects.order_by("name"))
+    circuits = breaker_reports([e.name for e in endpoints])
     rows = [
-        PoolRow(endpoint, throughput.get(endpoint.name, Throughput()))
-        for endpoint in InferenceEndpoint.objects.order_by("name")
+        PoolRow(
+            endpoint, throughput.get(endpoint.name, Throughput()), circuits.get(endpoint.name, {})
+        )
+        for endpoint in endpoints
     ]
     taking = [r for r in rows if r.endpoint.enabled and not r.endpoint.draining]
     return {

@@ -14,6 +14,7 @@ from inference import Busy, InferenceError, PartialFailure, PoolUnavailable
 from switchboard.bots.models import Connector
 from switchboard.conversations import delivery, services
 from switchboard.conversations.models import Message
+from switchboard.pool.runtime import breakers_publish
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def generate_reply(self: Task, message_id: str) -> None:
     try:
         services.message_generate_reply(message_id=message_id)
     except InferenceError as exc:
+        breakers_publish()
         if isinstance(exc, _GENERATION_RETRYABLE) and self.request.retries < self.max_retries:
             logger.warning("generation of %s failed, will retry: %s", message_id, exc)
             raise self.retry(
@@ -42,6 +44,8 @@ def generate_reply(self: Task, message_id: str) -> None:
             ) from exc
         logger.error("generation of %s failed for good: %s", message_id, exc)
         services.message_fail(message_id=message_id, error=str(exc))
+    else:
+        breakers_publish()
 
 
 # max_retries=None: the retry budget is ours (_may_retry); Celery's default of 3 would
