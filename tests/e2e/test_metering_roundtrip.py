@@ -52,6 +52,16 @@ def worker(
         yield
 
 
+def _replies_settled(count: int) -> None:
+    """The worker is done with every reply: nothing of it may race the test's teardown
+    (the database flush)."""
+    wait_until(
+        lambda: Message.objects.filter(direction="out", status="delivered").count() >= count,
+        timeout=TIMEOUT,
+        what=f"{count} replies marked delivered",
+    )
+
+
 def _licence(tenant: Any, **limits: Any) -> None:
     now = timezone.now()
     Licence.objects.create(
@@ -81,6 +91,7 @@ def test_answered_message_leaves_one_usage_record_and_one_mau(
         body = {"message_id": f"m-{n}", "user_id": "alice", "text": f"question {n}"}
         assert post_webhook(connector, body).status_code == 202
     wait_until(lambda: len(receiver.accepted()) >= 2, timeout=TIMEOUT, what="both replies")
+    _replies_settled(2)
     records = list(UsageRecord.objects.filter(tenant=tenant).order_by("id"))
     assert len(records) == 2
     for record in records:
@@ -130,3 +141,4 @@ def test_mau_alert_reaches_the_tenants_alert_webhook_signed(
             timeout=TIMEOUT,
             what="alerts marked delivered",
         )
+        _replies_settled(2)
