@@ -5,8 +5,6 @@ tokens streamed back through the Redis channel layer as they are generated."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,26 +14,11 @@ from django.conf import settings
 from django.test import Client
 
 from switchboard.conversations.models import Message
-from tests.support import processes
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def worker(
-    django_db_setup: None, django_db_blocker: Any, worker_tmp: Path, redis_client: Any
-) -> Iterator[None]:
-    redis_client.delete("realtime", "chat", "default")
-    database_url = processes.database_url_for(
-        settings.DATABASE_URL, settings.DATABASES["default"]["NAME"]
-    )
-    with processes.celery_worker(
-        worker_tmp, database_url=database_url, redis_url=settings.REDIS_URL
-    ):
-        yield
 
 
 @pytest.fixture

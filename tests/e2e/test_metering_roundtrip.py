@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,36 +19,12 @@ from switchboard.conversations.models import Message
 from switchboard.licensing.models import Licence
 from switchboard.licensing.services import limits_cache_clear
 from switchboard.metering.models import Alert, MauCounter, UsageRecord
-from tests.support import processes
 from tests.support.receiver import CallbackReceiver
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def worker(
-    django_db_setup: None, django_db_blocker: Any, worker_tmp: Path, redis_client: Any
-) -> Iterator[None]:
-    from django.conf import settings
-
-    redis_client.delete("realtime", "chat", "default")
-    database_url = processes.database_url_for(
-        settings.DATABASE_URL, settings.DATABASES["default"]["NAME"]
-    )
-    with processes.celery_worker(
-        worker_tmp,
-        database_url=database_url,
-        redis_url=settings.REDIS_URL,
-        extra_env={
-            "SWITCHBOARD_WEBHOOK_RETRY": "exponential",
-            "SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS": "true",
-            "SWITCHBOARD_LIMITS_CACHE_S": "0",
-        },
-    ):
-        yield
 
 
 def _replies_settled(count: int) -> None:

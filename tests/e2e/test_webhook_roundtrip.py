@@ -4,44 +4,16 @@ worker process, a simulated vLLM endpoint process, and back to a signed callback
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from switchboard.conversations.models import Message
-from tests.support import processes
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def worker(
-    django_db_setup: None, django_db_blocker: Any, worker_tmp: Path, redis_client: Any
-) -> Iterator[None]:
-    from django.conf import settings
-
-    redis_client.delete("realtime", "chat", "default")
-    database_url = processes.database_url_for(
-        settings.DATABASE_URL, settings.DATABASES["default"]["NAME"]
-    )
-    with processes.celery_worker(
-        worker_tmp,
-        database_url=database_url,
-        redis_url=settings.REDIS_URL,
-        extra_env={
-            "SWITCHBOARD_WEBHOOK_RETRY": "exponential",
-            "SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS": "true",
-            "SWITCHBOARD_CALLBACK_BACKOFF_BASE_S": "1",
-            "SWITCHBOARD_CALLBACK_MAX_RETRIES": "2",
-        },
-    ):
-        yield
 
 
 def test_signed_message_gets_a_signed_reply_with_usage(

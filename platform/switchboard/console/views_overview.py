@@ -215,35 +215,6 @@ def ttft_percentiles(access: Access, days: DayRange) -> Latency:
     return Latency(p50=row["p50"], p95=row["p95"], samples=row["samples"])
 
 
-_SUMS = {
-    "s_requests": Sum("requests"),
-    "s_ok": Sum("ok"),
-    "s_failed": Sum("failed"),
-    "s_prompt": Sum("prompt_tokens"),
-    "s_completion": Sum("completion_tokens"),
-    "s_ttft": Sum("ttft_ms_sum"),
-    "s_ttft_n": Sum("ttft_count"),
-    "s_latency": Sum("latency_ms_sum"),
-    "s_latency_n": Sum("latency_count"),
-}
-
-
-def _figures(row: dict[str, Any]) -> dict[str, Any]:
-    def mean(total: str, count: str) -> float | None:
-        n = row[count] or 0
-        return (row[total] or 0.0) / n if n else None
-
-    return {
-        "requests": row["s_requests"] or 0,
-        "ok": row["s_ok"] or 0,
-        "failed": row["s_failed"] or 0,
-        "prompt_tokens": row["s_prompt"] or 0,
-        "completion_tokens": row["s_completion"] or 0,
-        "mean_ttft_ms": mean("s_ttft", "s_ttft_n"),
-        "mean_latency_ms": mean("s_latency", "s_latency_n"),
-    }
-
-
 def _installation_rollups(access: Access, days: DayRange) -> QuerySet[UsageRollup]:
     # The selectors read one tenant at a time; every tenant at once is one grouped query
     # over the same daily rollups (and still goes through the access scope).
@@ -255,13 +226,20 @@ def _installation_rollups(access: Access, days: DayRange) -> QuerySet[UsageRollu
 
 
 def installation_totals(access: Access, days: DayRange) -> selectors.UsageTotals:
-    row = _installation_rollups(access, days).aggregate(**_SUMS)
-    return selectors.UsageTotals(start=days.start, end=days.end, **_figures(row))
+    row = _installation_rollups(access, days).aggregate(**selectors.ROLLUP_SUMS)
+    return selectors.UsageTotals(start=days.start, end=days.end, **selectors.rollup_figures(row))
 
 
 def installation_series(access: Access, days: DayRange) -> list[selectors.UsagePoint]:
-    rows = _installation_rollups(access, days).values("bucket").annotate(**_SUMS).order_by("bucket")
-    return [selectors.UsagePoint(bucket=row["bucket"], **_figures(row)) for row in rows]
+    rows = (
+        _installation_rollups(access, days)
+        .values("bucket")
+        .annotate(**selectors.ROLLUP_SUMS)
+        .order_by("bucket")
+    )
+    return [
+        selectors.UsagePoint(bucket=row["bucket"], **selectors.rollup_figures(row)) for row in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +255,7 @@ def busiest_tenants(access: Access, days: DayRange) -> list[TenantUsage]:
     rows = (
         _installation_rollups(access, days)
         .values("tenant_id", "tenant__name")
-        .annotate(**_SUMS)
+        .annotate(**selectors.ROLLUP_SUMS)
         .order_by("-s_requests", "tenant__name")[:BUSIEST]
     )
     return [

@@ -139,7 +139,9 @@ def _is_midnight(value: datetime) -> bool:
     return value.astimezone(UTC).timetz().replace(tzinfo=None) == time.min
 
 
-_SUMS = {
+# Sums over rollup rows, and the figures made from them: shared with the console's
+# installation-wide views, which group the same rows differently.
+ROLLUP_SUMS = {
     "s_requests": Sum("requests"),
     "s_ok": Sum("ok"),
     "s_failed": Sum("failed"),
@@ -152,7 +154,7 @@ _SUMS = {
 }
 
 
-def _figures(row: Mapping[str, Any]) -> dict[str, Any]:
+def rollup_figures(row: Mapping[str, Any]) -> dict[str, Any]:
     def mean(total_key: str, count_key: str) -> float | None:
         count = row[count_key] or 0
         return (row[total_key] or 0.0) / count if count else None
@@ -197,15 +199,15 @@ def usage_series(
     rollups = _rollups(tenant, period=period, start=start, end=end)
     if bot_id is not None:
         rollups = rollups.filter(bot_id=bot_id)
-    rows = rollups.values("bucket").annotate(**_SUMS).order_by("bucket")
-    return [UsagePoint(bucket=row["bucket"], **_figures(row)) for row in rows]
+    rows = rollups.values("bucket").annotate(**ROLLUP_SUMS).order_by("bucket")
+    return [UsagePoint(bucket=row["bucket"], **rollup_figures(row)) for row in rows]
 
 
 def usage_totals(tenant: TenantRef, *, start: datetime, end: datetime) -> UsageTotals:
     """The tenant's usage summed over [start, end), from whole hours (whole days when
     both ends are midnight UTC). Zeros when there was none."""
     rows = _rollups(tenant, period=_finest_period(start, end), start=start, end=end)
-    return UsageTotals(start=start, end=end, **_figures(rows.aggregate(**_SUMS)))
+    return UsageTotals(start=start, end=end, **rollup_figures(rows.aggregate(**ROLLUP_SUMS)))
 
 
 def usage_by_bot(tenant: TenantRef, *, start: datetime, end: datetime) -> list[BotUsage]:
@@ -215,7 +217,7 @@ def usage_by_bot(tenant: TenantRef, *, start: datetime, end: datetime) -> list[B
     rows = (
         _rollups(tenant_id, period=_finest_period(start, end), start=start, end=end)
         .values("bot_id", "bot__name", "bot__tenant_id")
-        .annotate(**_SUMS)
+        .annotate(**ROLLUP_SUMS)
         .order_by("-s_requests", "bot_id")
     )
     result = []
@@ -225,7 +227,7 @@ def usage_by_bot(tenant: TenantRef, *, start: datetime, end: datetime) -> list[B
         exists = row["bot__name"] is not None and row["bot__tenant_id"] == tenant_id
         name = NO_BOT if row["bot_id"] is None else (row["bot__name"] if exists else DELETED_BOT)
         result.append(
-            BotUsage(bot_id=row["bot_id"], bot_name=name, bot_exists=exists, **_figures(row))
+            BotUsage(bot_id=row["bot_id"], bot_name=name, bot_exists=exists, **rollup_figures(row))
         )
     return result
 
