@@ -69,6 +69,12 @@ INSTALLED_APPS = [
     "switchboard.metering",
     "switchboard.console",
     "switchboard.apikeys",
+    "switchboard.api",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    # Swagger UI's files, served from here: the docs page works air-gapped.
+    "drf_spectacular_sidecar",
     "axes",
     "django_otp",
     "django_otp.plugins.otp_totp",
@@ -233,6 +239,45 @@ SWITCHBOARD_ROUTING_STRATEGY = env_str("SWITCHBOARD_ROUTING_STRATEGY", "session_
 SWITCHBOARD_POOL_MAX_QUEUE = env_int("SWITCHBOARD_POOL_MAX_QUEUE", 1024)
 SWITCHBOARD_POOL_REFRESH_S = env_int("SWITCHBOARD_POOL_REFRESH_S", 5)
 SWITCHBOARD_HEALTH_TIMEOUT_S = env_int("SWITCHBOARD_HEALTH_TIMEOUT_S", 2)
+
+# Tenant API (see README "Tenant API").
+# Threads of a web process answering the OpenAI-compatible endpoint; each holds one
+# database connection while it lives.
+SWITCHBOARD_API_THREADS = env_int("SWITCHBOARD_API_THREADS", 32)
+SWITCHBOARD_API_MAX_BODY_BYTES = env_int("SWITCHBOARD_API_MAX_BODY_BYTES", 1024 * 1024)
+# Requests per API key per minute on /api/v1/ (messages sent are also under the
+# licence's rate limits).
+SWITCHBOARD_API_RATE = env_str("SWITCHBOARD_API_RATE", "600/min")
+# The longest a synchronous send may wait for its reply.
+SWITCHBOARD_API_SYNC_TIMEOUT_MAX_S = env_int("SWITCHBOARD_API_SYNC_TIMEOUT_MAX_S", 120)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["switchboard.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["switchboard.api.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["switchboard.api.auth.ApiKeyThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": SWITCHBOARD_API_RATE},
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "switchboard.api.pagination.Cursor",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "switchboard.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchboard tenant API",
+    "DESCRIPTION": "Bots, connectors, conversations, messages, usage, MAU and licence "
+    "status of one tenant, authenticated by the tenant's API key "
+    "(`Authorization: Bearer sb_…`). The OpenAI-compatible endpoint lives at `/v1/`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
 
 # Licensing and metering (see README "Licences and metering").
 # Ed25519 public keys (base64 of the 32 raw bytes) whose licences are accepted; the

@@ -12,5 +12,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("console/", include("switchboard.console.urls")),
     path("hooks/", include("switchboard.hooks.urls")),
+    path("api/", include("switchboard.api.urls")),
     path("aligenie/<str:name>.txt", hooks_views.aligenie_ownership_file, name="aligenie-ownership"),
 ]

@@ -18,7 +18,9 @@ def test_a_new_key_is_shown_once_and_only_its_hash_is_stored(
     from switchboard.apikeys.services import api_key_authenticate
 
     client = admin_of(tenant)
-    response = client.post("/console/keys/new/", {"name": "CRM"}, follow=True)
+    response = client.post(
+        "/console/keys/new/", {"name": "CRM", "scopes": ["read", "chat"]}, follow=True
+    )
     html = response.content.decode()
     key = ApiKey.objects.get(tenant=tenant, name="CRM")
     start = html.index('<pre id="new-api-key">') + len('<pre id="new-api-key">')

@@ -6,8 +6,20 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from switchboard.core.models import TenantOwnedModel
+
+
+class Scope(models.TextChoices):
+    READ = "read", "Read (lists, usage, MAU, licence status)"
+    WRITE = "write", "Write (create, change and delete bots, connectors and keys)"
+    CHAT = "chat", "Chat (send messages, OpenAI-compatible completions)"
+
+
+def default_scopes() -> list[str]:
+    # Least privilege: a key that was not given scopes can only look.
+    return [Scope.READ]
 
 
 class ApiKey(TenantOwnedModel):
@@ -17,6 +29,7 @@ class ApiKey(TenantOwnedModel):
     prefix = models.CharField(max_length=16, unique=True)
     # SHA-256 of the whole key: keys are 32 random bytes, so a slow hash adds nothing.
     secret_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=default_scopes)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -30,3 +43,10 @@ class ApiKey(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes

@@ -115,6 +115,10 @@ class Connector(TenantOwnedModel):
         # ingress URL (the hooks look connectors up by their own kind) and its replies
         # are shown live in the console, so delivery has nothing to send.
         CONSOLE = "console", "Console test chat"
+        # Hidden, one per bot, made on first use: messages sent through the tenant API
+        # (REST and the OpenAI-compatible endpoint). No ingress URL either; the API key
+        # is the credential.
+        API = "api", "Tenant API"
 
     class DingTalkMode(models.TextChoices):
         HTTP = "http", "HTTP callback"

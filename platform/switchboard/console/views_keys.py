@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, time
 from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from switchboard.apikeys.models import ApiKey
+from switchboard.apikeys.models import ApiKey, Scope
 from switchboard.apikeys.services import api_key_create, api_key_revoke
 from switchboard.console.access import console_view
 from switchboard.console.models import Role
@@ -29,6 +31,28 @@ class ApiKeyForm(forms.Form):
         max_length=100,
         help_text=gettext_lazy("What uses this key, e.g. “CRM integration”."),
     )
+    scopes = forms.MultipleChoiceField(
+        label=gettext_lazy("Scopes"),
+        choices=[
+            (Scope.READ.value, gettext_lazy("read: lists, usage, MAU and licence status")),
+            (Scope.WRITE.value, gettext_lazy("write: create, change and delete")),
+            (Scope.CHAT.value, gettext_lazy("chat: send messages and chat completions")),
+        ],
+        initial=[Scope.CHAT.value],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    expires_on = forms.DateField(
+        label=gettext_lazy("Expires on"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=gettext_lazy("Optional. The key stops working at the start of this day (UTC)."),
+    )
+
+    def clean_expires_on(self) -> Any:
+        day = self.cleaned_data.get("expires_on")
+        if day is not None and day <= timezone.now().date():
+            raise forms.ValidationError(gettext_lazy("Pick a day after today."))
+        return day
 
 
 @console_view()
@@ -58,8 +82,13 @@ def key_create(request: HttpRequest) -> HttpResponse:
         keys = access.scope(ApiKey.objects.all())
         context = {"keys": keys, "form": form, "revealed": None, "can_edit": True}
         return render(request, "console/keys/list.html", context, status=400)
+    day = form.cleaned_data.get("expires_on")
     key, plaintext = api_key_create(
-        tenant=tenant, name=form.cleaned_data["name"], created_by=request.user
+        tenant=tenant,
+        name=form.cleaned_data["name"],
+        scopes=form.cleaned_data["scopes"],
+        created_by=request.user,
+        expires_at=datetime.combine(day, time.min, tzinfo=UTC) if day else None,
     )
     request.session[REVEAL_SESSION_KEY] = {"name": key.name, "key": plaintext}
     return redirect("console:keys")

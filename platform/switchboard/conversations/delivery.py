@@ -109,6 +109,12 @@ def reply_deliver(*, message_id: str, replay: bool = False, final: bool = False)
             status=Message.Status.DELIVERED, delivered_at=timezone.now(), next_attempt_at=None
         )
         return Outcome(delivered=True)
+    if connector.kind == Connector.Kind.API and not reply.reply_to.reply_handle.get("callback_url"):
+        # Nowhere to send it: the caller reads it from the API (or already had it).
+        Message.objects.filter(pk=reply.pk).update(
+            status=Message.Status.DELIVERED, delivered_at=timezone.now(), next_attempt_at=None
+        )
+        return Outcome(delivered=True)
     if not connector.enabled:
         # Disabled by an operator or by repeated permanent failures: send nothing more.
         Message.objects.filter(pk=reply.pk).update(
@@ -134,20 +140,24 @@ def reply_deliver(*, message_id: str, replay: bool = False, final: bool = False)
 
 
 def _send_webhook(reply: Message, connector: Connector) -> Sent:
-    if not connector.callback_url:
+    url = connector.callback_url
+    if connector.kind == Connector.Kind.API:
+        # The tenant API names the callback per message.
+        url = reply.reply_to.reply_handle.get("callback_url", "")
+    if not url:
         raise DeliveryError("connector has no callback URL", permanent=True)
     allow_private = connector.allow_private_callback or settings.SWITCHBOARD_ALLOW_PRIVATE_CALLBACKS
     # The guard checks the address each connection dials, not just the URL at save time,
     # so DNS rebinding cannot smuggle a callback into the private network.
     with httpx.Client(transport=guarded_transport(allow_private)) as client:
         result = WebhookSender(client).send(
-            url=connector.callback_url,
+            url=url,
             secret=connector.secret,
             event_id=f"msg_{reply.pk.hex}",
             payload=reply_payload(reply),
             timeout=settings.SWITCHBOARD_CALLBACK_TIMEOUT_S,
         )
-    return Sent("callback", connector.callback_url, result.status_code, result.response_excerpt)
+    return Sent("callback", url, result.status_code, result.response_excerpt)
 
 
 @cache

@@ -43,17 +43,35 @@ class ReceiveResult:
     created: bool
 
 
+class Refused(Exception):
+    """Admission refused a tenant-API message: the API answers with an HTTP error and
+    stores nothing, as for any other request it turns down."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
 def message_receive(
-    *, connector: Connector, inbound: InboundMessage, generate: bool = True
+    *,
+    connector: Connector,
+    inbound: InboundMessage,
+    generate: bool = True,
+    inline: bool = False,
 ) -> ReceiveResult:
     """Persist an inbound message and enqueue its reply, exactly once per provider id.
 
     `generate=False` stores a turn that is answered otherwise (a voice turn answered with
-    the reply held from the turn before).
+    the reply held from the turn before). `inline=True` stores it claimed by the caller,
+    which asks the pool itself while its client waits (the tenant API's synchronous
+    paths): nothing is enqueued, and the sweeper only takes it over if the caller dies.
     """
-    existing = _inbound_by_provider_id(connector, inbound.provider_message_id)
-    if existing is not None:
-        return ReceiveResult(existing, created=False)
+    if not inline:
+        # An inline caller makes a fresh id per request: nothing to find.
+        existing = _inbound_by_provider_id(connector, inbound.provider_message_id)
+        if existing is not None:
+            return ReceiveResult(existing, created=False)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -80,6 +98,11 @@ def message_receive(
                 return _receive_refused(connector, inbound, conversation, decision)
             answerable = bool(inbound.text.strip())
             wanted = answerable and generate
+            status = Message.Status.RECEIVED if wanted else Message.Status.REPLIED
+            claim: dict[str, Any] = {}
+            if inline:
+                status = Message.Status.PROCESSING
+                claim = {"claimed_at": now, "attempts": 1}
             message = Message.objects.create(
                 tenant_id=connector.tenant_id,
                 conversation=conversation,
@@ -88,9 +111,12 @@ def message_receive(
                 text=inbound.text,
                 provider_message_id=inbound.provider_message_id,
                 reply_handle=inbound.reply_handle,
-                status=Message.Status.RECEIVED if wanted else Message.Status.REPLIED,
+                status=status,
+                **claim,
             )
-            if wanted:
+            if inline:
+                pass
+            elif wanted:
                 queue = _queue_for(connector)
                 transaction.on_commit(lambda: _enqueue_generation(message.pk, queue))
             elif not answerable:
@@ -116,6 +142,8 @@ def _receive_refused(
     A machine sender (webhook) that is merely too fast gets 429 instead and nothing is
     stored, so its retry after `Retry-After` is a fresh message, not a duplicate.
     """
+    if connector.kind == Connector.Kind.API:
+        raise Refused(decision.reason, decision.retry_after_s)
     if decision.reason == replies.RATE_LIMITED and connector.kind == Connector.Kind.WEBHOOK:
         raise RateLimited(
             "too many messages: the tenant's or this end user's rate limit is reached",
@@ -173,10 +201,12 @@ def _reply_canned(*, inbound: Message, text: str, finish_reason: str = "canned")
 
 
 def _after_reply(inbound: Message, reply: Message) -> None:
-    if inbound.connector.kind == Connector.Kind.ALIGENIE:
-        # The ingress is waiting for this reply to answer the speaker synchronously.
+    kind = inbound.connector.kind
+    if kind in (Connector.Kind.ALIGENIE, Connector.Kind.API):
+        # An ingress may be waiting for this reply to answer synchronously (the
+        # speaker; the tenant API's sync mode).
         notify_reply_ready(inbound_id=inbound.pk, reply_id=reply.pk)
-    else:
+    if kind != Connector.Kind.ALIGENIE:
         _enqueue_delivery(reply.pk)
 
 

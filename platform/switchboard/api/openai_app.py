@@ -1,0 +1,526 @@
+"""The OpenAI-compatible endpoint: `/v1/chat/completions` and `/v1/models`.
+
+A small Starlette app in front of Django (see `switchboard.asgi`): this path is a proxy
+whose whole budget is a few milliseconds, and Django's middleware stack (sessions, CSRF,
+locale, two-factor, audit) is for the console, not for Bearer-token machine calls. The
+work itself is Django's: one thread per request runs authentication, admission, the pool
+call and the ledger write (`completions`), so the event loop only moves bytes.
+
+Authentication is the tenant's API key (scope `chat`) as a Bearer token. `model` names
+one of the tenant's bots, or a model the pool serves (answered by a bot of that name,
+made on first use with no system prompt). `user` is the end user counted in MAU; without
+it the API key itself is the end user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from inference import ContextTooLong, InferenceError, InferenceTimeout, RequestRejected
+from switchboard.api.completions import (
+    ClientGone,
+    CompletionRequest,
+    api_executor,
+    completion_run,
+    completion_start,
+)
+from switchboard.apikeys.models import ApiKey, Scope
+from switchboard.apikeys.services import api_key_authenticate
+from switchboard.bots.models import Bot
+from switchboard.conversations.services import Refused
+from switchboard.licensing import replies
+from switchboard.pool.models import InferenceEndpoint
+
+logger = logging.getLogger(__name__)
+
+# --- request --------------------------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionBody(BaseModel):
+    # Unknown fields are ignored, as most OpenAI-compatible servers do: SDKs and
+    # frameworks send parameters (logprobs, penalties) that do not change the answer's
+    # shape.
+    model_config = ConfigDict(extra="ignore")
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=500)]
+    stream: bool = False
+    max_tokens: Annotated[int | None, Field(ge=1, le=32768)] = None
+    max_completion_tokens: Annotated[int | None, Field(ge=1, le=32768)] = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    n: Annotated[int, Field(ge=1, le=1)] = 1
+    user: Annotated[str | None, Field(max_length=200)] = None
+    stream_options: dict[str, Any] | None = None
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+@dataclass
+class ApiError(Exception):
+    """An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    status: int
+    code: str
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    retry_after_s: float | None = None
+
+    def response(self) -> JSONResponse:
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+_REFUSALS: dict[str, tuple[int, str, str]] = {
+    replies.RATE_LIMITED: (
+        429,
+        "rate_limit_exceeded",
+        "Too many requests: the tenant's or this end user's rate limit is reached.",
+    ),
+    replies.QUOTA_EXHAUSTED: (
+        429,
+        "insufficient_quota",
+        "The tenant's monthly token quota is used up.",
+    ),
+    replies.MAU_LIMIT: (
+        403,
+        "mau_limit_reached",
+        "The tenant's monthly active user limit is reached: this end user cannot be admitted.",
+    ),
+    replies.CONNECTOR_NOT_LICENSED: (
+        403,
+        "channel_not_licensed",
+        "The tenant's licence does not include the API channel.",
+    ),
+}
+
+
+def _refused(exc: Refused) -> ApiError:
+    status, code, message = _REFUSALS.get(
+        exc.reason, (403, exc.reason, f"Refused by admission: {exc.reason}.")
+    )
+    kind = "rate_limit_error" if status == 429 else "permission_error"
+    return ApiError(status, code, message, type=kind, retry_after_s=exc.retry_after_s)
+
+
+def _inference_error(exc: InferenceError) -> ApiError:
+    if isinstance(exc, ContextTooLong):
+        return ApiError(400, "context_length_exceeded", exc.message, param="messages")
+    if isinstance(exc, RequestRejected):
+        return ApiError(400, "invalid_request", exc.message)
+    if isinstance(exc, InferenceTimeout):
+        return ApiError(504, "timeout", exc.message, type="server_error")
+    return ApiError(
+        503,
+        "model_unavailable",
+        f"No model server could answer: {exc.message}",
+        type="server_error",
+    )
+
+
+# --- the work, in a thread ------------------------------------------------------------
+
+
+def _authenticate(header: str) -> ApiKey:
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "missing_api_key",
+            "Send the tenant's API key as `Authorization: Bearer sb_…`.",
+            type="authentication_error",
+        )
+    key = api_key_authenticate(token.strip())
+    if key is None:
+        raise ApiError(
+            401,
+            "invalid_api_key",
+            "The API key is unknown, revoked or expired.",
+            type="authentication_error",
+        )
+    if not key.has_scope(Scope.CHAT):
+        raise ApiError(
+            403,
+            "insufficient_scope",
+            "This API key lacks the `chat` scope needed for completions.",
+            type="permission_error",
+        )
+    return key
+
+
+def _served_models() -> set[str]:
+    return set(InferenceEndpoint.objects.filter(enabled=True).values_list("model", flat=True))
+
+
+def _bot_for(key: ApiKey, model: str) -> Bot:
+    bots = Bot.objects.for_tenant(key.tenant_id).select_related("tenant")
+    bot = bots.filter(name=model).first()
+    if bot is None and model in _served_models():
+        with transaction.atomic():
+            # A passthrough bot: the caller's messages are the whole prompt. Made without
+            # the licence's bot count: it is the API, not a bot the tenant designed.
+            bot, _ = Bot.objects.get_or_create(
+                tenant_id=key.tenant_id,
+                name=model,
+                defaults={"model_name": model, "system_prompt": "", "max_tokens": 4096},
+            )
+            bot = bots.get(pk=bot.pk)
+    if bot is None:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"The model {model!r} does not exist: name one of this tenant's bots "
+            "(GET /v1/models) or a model the GPU pool serves.",
+            param="model",
+        )
+    if not bot.is_active:
+        raise ApiError(403, "model_disabled", f"The bot {model!r} is disabled.", param="model")
+    return bot
+
+
+def _conversation_key(user: str, messages: list[ChatMessage]) -> str:
+    # The API is stateless: a conversation is recognised by its opening (the first
+    # system and user turns), so every later turn of one chat lands in one thread and
+    # the router's session affinity finds the same KV cache.
+    opening: list[str] = []
+    for message in messages:
+        opening.append(f"{message.role}\x00{message.text()}")
+        if message.role == "user":
+            break
+    digest = hashlib.sha256("\x1e".join([user, *opening]).encode()).hexdigest()
+    return f"openai:{digest[:40]}"
+
+
+def _prepare(body: ChatCompletionBody, key: ApiKey) -> CompletionRequest:
+    bot = _bot_for(key, body.model)
+    users = [m for m in body.messages if m.role == "user"]
+    if not users:
+        raise ApiError(400, "invalid_messages", "messages must hold a user turn.", param="messages")
+    user = body.user or f"key:{key.prefix}"
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    return CompletionRequest(
+        bot=bot,
+        user_id=user,
+        conversation_key=_conversation_key(user, body.messages),
+        text=users[-1].text(),
+        messages=[
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in body.messages
+        ],
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        stop=stop,
+        seed=body.seed,
+    )
+
+
+Emit = Callable[[tuple[str, Any]], None]
+
+
+def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event) -> Any:
+    """Everything but the bytes on the wire. Returns the final event (non-streaming), or
+    reports every event through `emit` (streaming)."""
+    close_old_connections()
+    try:
+        key = _authenticate(header)
+        try:
+            body = ChatCompletionBody.model_validate_json(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"{where}: {first['msg']}" if where else first["msg"],
+                param=where or None,
+            ) from None
+        if body.stream != (emit is not None):
+            raise ApiError(500, "internal", "stream mode mismatch")  # pragma: no cover
+        request = _prepare(body, key)
+        try:
+            started = completion_start(request)
+        except Refused as exc:
+            raise _refused(exc) from None
+        meta = {
+            "id": f"chatcmpl-{started.inbound.pk.hex}",
+            "created": int(time.time()),
+            "model": body.model,
+            "usage": bool((body.stream_options or {}).get("include_usage")),
+        }
+        if emit is not None:
+            emit(("start", meta))
+            deliver: Callable[[str], None] | None = lambda text: emit(("delta", text))  # noqa: E731
+        else:
+            deliver = None
+        try:
+            reply = completion_run(started, on_delta=deliver, cancelled=cancelled)
+        except InferenceError as exc:
+            raise _inference_error(exc) from None
+        done = ("done", (meta, reply))
+        if emit is not None:
+            emit(done)
+        return done
+    except ApiError as exc:
+        if emit is not None:
+            emit(("error", exc))
+            return None
+        raise
+    except ClientGone:
+        return None
+    except Exception:
+        logger.exception("chat completion failed")
+        error = ApiError(
+            500,
+            "internal_error",
+            "Something went wrong on our side; it is logged.",
+            type="server_error",
+        )
+        if emit is not None:
+            emit(("error", error))
+            return None
+        raise error from None
+    finally:
+        close_old_connections()
+
+
+def _completion(meta: dict[str, Any], reply: Any) -> dict[str, Any]:
+    prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
+    return {
+        "id": meta["id"],
+        "object": "chat.completion",
+        "created": meta["created"],
+        "model": meta["model"],
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reply.finish_reason or "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+
+
+def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish: str | None) -> str:
+    return json.dumps(
+        {
+            "id": meta["id"],
+            "object": "chat.completion.chunk",
+            "created": meta["created"],
+            "model": meta["model"],
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        },
+        ensure_ascii=False,
+    )
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> bytes:
+    limit = settings.SWITCHBOARD_API_MAX_BODY_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "request_too_large", f"The request body exceeds {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "request_too_large", f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def chat_completions(request: Request) -> Response:
+    try:
+        raw = await _body(request)
+    except ApiError as exc:
+        return exc.response()
+    except ClientDisconnect:
+        return Response(status_code=400)
+    header = request.headers.get("authorization", "")
+    if _wants_stream(raw):
+        return await _stream(header, raw)
+    loop = asyncio.get_running_loop()
+    cancelled = threading.Event()
+    try:
+        _, (meta, reply) = await loop.run_in_executor(
+            api_executor(), _work, header, raw, None, cancelled
+        )
+    except ApiError as exc:
+        return exc.response()
+    return JSONResponse(_completion(meta, reply))
+
+
+def _wants_stream(raw: bytes) -> bool:
+    # Only to pick the response type; the body is validated properly in the thread.
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("stream") is True
+
+
+async def _stream(header: str, raw: bytes) -> Response:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(event: tuple[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    future = loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
+    kind, payload = await queue.get()
+    if kind == "error":
+        await future
+        return payload.response()  # type: ignore[no-any-return]
+    meta: dict[str, Any] = payload
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        try:
+            yield {"data": _chunk(meta, {"role": "assistant", "content": ""}, None)}
+            while True:
+                kind, payload = await queue.get()
+                if kind == "delta":
+                    yield {"data": _chunk(meta, {"content": payload}, None)}
+                elif kind == "done":
+                    _, reply = payload
+                    yield {"data": _chunk(meta, {}, reply.finish_reason or "stop")}
+                    if meta["usage"]:
+                        usage = _completion(meta, reply)["usage"]
+                        yield {
+                            "data": json.dumps(
+                                {
+                                    **json.loads(_chunk(meta, {}, None)),
+                                    "choices": [],
+                                    "usage": usage,
+                                }
+                            )
+                        }
+                    yield {"data": "[DONE]"}
+                    return
+                else:
+                    # The stream had started: the status is sent, so the error rides
+                    # in-band, as OpenAI's own API does.
+                    error: ApiError = payload
+                    yield {
+                        "data": json.dumps(
+                            {
+                                "error": {
+                                    "message": error.message,
+                                    "type": error.type,
+                                    "param": error.param,
+                                    "code": error.code,
+                                }
+                            }
+                        )
+                    }
+                    return
+        finally:
+            cancelled.set()
+
+    return EventSourceResponse(events(), ping=15, sep="\n")
+
+
+async def list_models(request: Request) -> Response:
+    loop = asyncio.get_running_loop()
+    try:
+        data = await loop.run_in_executor(
+            api_executor(), _models, request.headers.get("authorization", "")
+        )
+    except ApiError as exc:
+        return exc.response()
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _models(header: str) -> list[dict[str, Any]]:
+    close_old_connections()
+    key = _authenticate(header)
+    owner = key.tenant.slug
+    bots = Bot.objects.for_tenant(key.tenant_id).filter(is_active=True)
+    seen: dict[str, dict[str, Any]] = {}
+    for name, created in bots.values_list("name", "created_at"):
+        seen[name] = {
+            "id": name,
+            "object": "model",
+            "created": int(created.timestamp()),
+            "owned_by": owner,
+        }
+    for model in sorted(_served_models()):
+        seen.setdefault(
+            model, {"id": model, "object": "model", "created": 0, "owned_by": "switchboard"}
+        )
+    return list(seen.values())
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return ApiError(404, "not_found", f"No such endpoint: {request.url.path}").response()
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here.").response()
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ],
+    exception_handlers={404: not_found, 405: method_not_allowed},
+)
