@@ -6,14 +6,20 @@ PostgreSQL and Redis started (or reused) under var/.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 from pathlib import Path
 
 import dj_database_url
 from cryptography.fernet import Fernet
+from csp.constants import NONE, SELF, UNSAFE_HASHES, UNSAFE_INLINE
+from django.core.exceptions import ImproperlyConfigured
+from django_guid.integrations import CeleryIntegration
 
 from switchboard import embedded
 from switchboard.env import env_bool, env_int, env_list, env_str
+from switchboard.observability.logs import logging_config
 
 BASE_DIR = embedded.REPO_ROOT
 
@@ -79,10 +85,22 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "auditlog",
+    # Observability (README "Observability"). django-guid before switchboard.observability:
+    # its task signal must set the request id before ours logs the task.
+    "django_guid",
+    "django_prometheus",
+    "csp",
+    "switchboard.observability",
 ]
 
 MIDDLEWARE = [
+    # Observability first: HTTP metrics see every request, and the request id is set
+    # before anything logs (the access log line included).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django_guid.middleware.guid_middleware",
+    "switchboard.observability.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -94,6 +112,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    # Outside axes, so a lockout's answer is counted by status too.
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
     # Last, as its documentation asks: it answers locked-out logins.
     "axes.middleware.AxesMiddleware",
 ]
@@ -303,12 +323,108 @@ SWITCHBOARD_OPERATOR_ALERT_WEBHOOK_SECRET = env_str("SWITCHBOARD_OPERATOR_ALERT_
 # with a lower id is never skipped.
 SWITCHBOARD_ROLLUP_LAG_S = env_int("SWITCHBOARD_ROLLUP_LAG_S", 30)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    # pgserver narrates every handle it opens and closes at INFO.
-    "loggers": {"pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+# --- Operations: readiness and retention (see docker/README.md) -------------------------
+# /readyz counts an endpoint healthy only if the health task said so at most this long
+# ago: a stopped beat must not leave the pool looking healthy forever.
+SWITCHBOARD_READYZ_HEALTH_MAX_AGE_S = env_int(
+    "SWITCHBOARD_READYZ_HEALTH_MAX_AGE_S", 3 * SWITCHBOARD_HEALTH_INTERVAL_S + 10
+)
+# Seconds each /readyz dependency check may take.
+SWITCHBOARD_READYZ_TIMEOUT_S = env_int("SWITCHBOARD_READYZ_TIMEOUT_S", 2)
+# `prune_conversations`: conversations idle longer than this many days are deleted (0:
+# keep forever). Per-tenant values, "slug=days,slug=days", override it (0: keep that
+# tenant's forever). The usage ledger and MAU records are never pruned.
+SWITCHBOARD_RETENTION_DAYS = env_int("SWITCHBOARD_RETENTION_DAYS", 0)
+SWITCHBOARD_RETENTION_DAYS_BY_TENANT = env_list("SWITCHBOARD_RETENTION_DAYS_BY_TENANT", [])
+
+# --- Observability (README "Observability") ----------------------------------------------
+# "plain" lines for people (the default), "json" lines for a log shipper.
+SWITCHBOARD_LOG_FORMAT = env_str("SWITCHBOARD_LOG_FORMAT", "plain")
+LOGGING = logging_config(fmt=SWITCHBOARD_LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# One line per HTTP request with its request id. On by default with JSON logs; in
+# development uvicorn's own access log says the same.
+SWITCHBOARD_ACCESS_LOG = env_bool("SWITCHBOARD_ACCESS_LOG", SWITCHBOARD_LOG_FORMAT == "json")
+DJANGO_GUID = {
+    # The de facto header of proxies and load balancers. An id that is not a UUID (a
+    # client's free text, bound for every log line) is replaced by a fresh one.
+    "GUID_HEADER_NAME": "X-Request-ID",
+    "VALIDATE_GUID": True,
+    "RETURN_HEADER": True,
+    "EXPOSE_HEADER": False,
+    # Task messages carry the id in their headers, so worker lines show the request that
+    # caused them; Celery workers log through LOGGING (same format, same request id).
+    "INTEGRATIONS": [CeleryIntegration(use_django_logging=True)],
 }
+# /metrics: a bearer token, allowed client networks (CIDR, comma-separated), or both;
+# with neither, metrics are off.
+SWITCHBOARD_METRICS_TOKEN = env_str("SWITCHBOARD_METRICS_TOKEN", "") or ""
+SWITCHBOARD_METRICS_ALLOWED_NETWORKS = env_list("SWITCHBOARD_METRICS_ALLOWED_NETWORKS", [])
+
+# --- Production mode (README "Observability" and "Configuration") -----------------------
+# DEBUG is off by default already; "production" adds what only works behind TLS. The
+# default, "development", serves plain HTTP on 127.0.0.1, where secure cookies and an
+# HTTPS redirect would lock everyone out.
+SWITCHBOARD_ENV = env_str("SWITCHBOARD_ENV", "development")
+if SWITCHBOARD_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"SWITCHBOARD_ENV={SWITCHBOARD_ENV!r}: development or production")
+SWITCHBOARD_PRODUCTION = SWITCHBOARD_ENV == "production"
+if SWITCHBOARD_PRODUCTION:
+    if not env_str("SECRET_KEY"):
+        # The var/ fallback is one host's: replicas would not accept each other's
+        # sessions and signatures.
+        raise ImproperlyConfigured("SWITCHBOARD_ENV=production needs SECRET_KEY (or _FILE)")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("SWITCHBOARD_SSL_REDIRECT", True)
+    SECURE_HSTS_SECONDS = env_int("SWITCHBOARD_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SWITCHBOARD_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SWITCHBOARD_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # security.W021 asks for the HSTS preload directive. It only means something once
+        # the registrable domain is submitted to the browsers' preload list, which binds
+        # every subdomain of it to HTTPS for good: that is the domain owner's decision,
+        # not a default of an app installed on one of its hosts. Opt in with
+        # SWITCHBOARD_HSTS_PRELOAD=true.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# Behind a proxy that terminates TLS, Django sees plain HTTP; trust the proxy's
+# X-Forwarded-Proto only when told to, since clients can send that header too (the
+# proxy must overwrite it).
+if env_bool("SWITCHBOARD_TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Probes and Prometheus talk plain HTTP to the server itself, not through the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# Content Security Policy (django-csp): enforced in production, report-only elsewhere
+# (a violation shows in the browser's console, and breaks nothing mid-development).
+# Scripts: this site's files only; no CDN (air-gapped installs). The few inline scripts
+# of the console's templates are allowed by hash, each exactly as written: the two
+# inline event handlers ('unsafe-hashes' admits exactly these sources) and the sidebar's
+# <script> in console/base.html. tests/observability/test_production.py fails, naming
+# the hash, when a template gains or changes one. Styles: inline style attributes and
+# htmx's indicator <style> stay allowed, since templates size their bars with them.
+CSP_INLINE_EVENT_HANDLERS = ("return confirm(this.dataset.confirm)", "this.form.submit()")
+CSP_INLINE_SCRIPT_HASHES = ("sha256-VPf3R0SL2PgJ5fHtpBVyR0TIq+OpIBSzctC7B7wQvw0=",)
+_CSP_HANDLER_HASHES = [
+    f"'sha256-{base64.b64encode(hashlib.sha256(source.encode()).digest()).decode()}'"
+    for source in CSP_INLINE_EVENT_HANDLERS
+]
+_CSP_SCRIPT_HASHES = [f"'{digest}'" for digest in CSP_INLINE_SCRIPT_HASHES]
+_CSP = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, UNSAFE_HASHES, *_CSP_HANDLER_HASHES, *_CSP_SCRIPT_HASHES],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        # Same-origin fetches and the console's WebSocket ('self' covers ws/wss too).
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+if SWITCHBOARD_PRODUCTION:
+    CONTENT_SECURITY_POLICY = _CSP
+else:
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _CSP

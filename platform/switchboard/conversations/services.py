@@ -28,6 +28,7 @@ from switchboard.conversations import delivery, prompts, selectors
 from switchboard.conversations.models import Conversation, EndUser, Message
 from switchboard.licensing import replies
 from switchboard.metering import admission, ledger
+from switchboard.observability import counters
 from switchboard.pool.models import InferenceEndpoint
 from switchboard.pool.runtime import worker_pool
 
@@ -142,6 +143,11 @@ def _receive_refused(
     A machine sender (webhook) that is merely too fast gets 429 instead and nothing is
     stored, so its retry after `Retry-After` is a fresh message, not a duplicate.
     """
+    # Observability: counted here, where every refusal passes, the ones answered with an
+    # HTTP error that store nothing included.
+    counters.refusal(
+        tenant_id=connector.tenant_id, connector_kind=connector.kind, reason=decision.reason
+    )
     if connector.kind == Connector.Kind.API:
         raise Refused(decision.reason, decision.retry_after_s)
     if decision.reason == replies.RATE_LIMITED and connector.kind == Connector.Kind.WEBHOOK:

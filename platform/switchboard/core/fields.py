@@ -23,3 +23,16 @@ class EncryptedTextField(models.TextField):
         if value is None or value == "":
             return value
         return crypto.encrypt(value)
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
+    """Every encrypted column of every installed model (what key rotation rewrites)."""
+    from django.apps import apps
+
+    return [
+        (model, field)
+        for model in apps.get_models()
+        if not model._meta.proxy
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedTextField)
+    ]

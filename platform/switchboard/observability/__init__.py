@@ -1,0 +1,4 @@
+"""Observability: Prometheus metrics, JSON logs with a request id, task and delivery logs.
+
+See README "Observability".
+"""
