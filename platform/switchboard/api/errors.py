@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -84,6 +85,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+@csrf_exempt  # the API has no cookies to forge; a POST here is a 404, not an HTML 403
 def api_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     """404 for any URL under /api/ that no route matches, in the API's shape."""
     return JsonResponse(error_body("not_found", f"No such endpoint: {request.path}"), status=404)

@@ -18,7 +18,12 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -98,6 +103,10 @@ class BotFilter(filters.FilterSet):
 
 
 @extend_schema(responses={200: s.BotSerializer, **ERRORS})
+@extend_schema_view(
+    create=extend_schema(responses={201: s.BotSerializer, **ERRORS}),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
 class BotViewSet(TenantScoped, viewsets.ModelViewSet):  # type: ignore[type-arg]
     model = Bot
     serializer_class = s.BotSerializer
@@ -108,11 +117,12 @@ class BotViewSet(TenantScoped, viewsets.ModelViewSet):  # type: ignore[type-arg]
     @extend_schema(
         request=s.SendMessageSerializer,
         responses={
-            200: OpenApiResponse(
+            (200, "application/json"): OpenApiResponse(
                 s.SendResultSerializer,
                 description="sync: the reply. stream: `text/event-stream` of `message`, "
                 "`delta` and `done` (or `error`) events.",
             ),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR),
             202: OpenApiResponse(
                 s.SendResultSerializer,
                 description="async, or sync past its timeout: accepted; the reply is "
@@ -219,7 +229,9 @@ def _send_stream(bot: Bot, data: dict[str, Any], conversation: str) -> Streaming
         )
     except Refused as exc:
         raise _refusal(exc) from None
-    response = StreamingHttpResponse(_sse(started), content_type="text/event-stream")
+    # Serialised here: the stream runs in the event loop, where the ORM may not.
+    first = dict(s.MessageSerializer(started.inbound).data)
+    response = StreamingHttpResponse(_sse(started, first), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx-style proxies not to buffer the stream.
     response["X-Accel-Buffering"] = "no"
@@ -230,7 +242,7 @@ def _event(name: str, data: Any) -> bytes:
     return ServerSentEvent(data=json.dumps(data, default=str), event=name).encode()
 
 
-async def _sse(started: Started) -> AsyncIterator[bytes]:
+async def _sse(started: Started, first: dict[str, Any]) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     cancelled = threading.Event()
@@ -254,7 +266,7 @@ async def _sse(started: Started) -> AsyncIterator[bytes]:
         finally:
             close_old_connections()
 
-    yield _event("message", s.MessageSerializer(started.inbound).data)
+    yield _event("message", first)
     future = loop.run_in_executor(api_executor(), work)
     try:
         while True:
@@ -280,6 +292,10 @@ class ConnectorFilter(filters.FilterSet):
 
 
 @extend_schema(responses={200: s.ConnectorSerializer, **ERRORS})
+@extend_schema_view(
+    create=extend_schema(responses={201: s.ConnectorSerializer, **ERRORS}),
+    destroy=extend_schema(responses={204: None, **ERRORS}),
+)
 class ConnectorViewSet(TenantScoped, viewsets.ModelViewSet):  # type: ignore[type-arg]
     model = Connector
     serializer_class = s.ConnectorSerializer
@@ -418,11 +434,14 @@ def _parse_when(value: str | None, default: datetime, name: str) -> datetime:
         return default
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+        # In UTC, as the database compares it; also refuses what UTC cannot hold
+        # (0001-01-01T00:00+01:00 is in the year 0).
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise exceptions.ValidationError(
             {name: ["An ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00Z."]}
         ) from None
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
 class UsageView(APIView):
@@ -433,19 +452,27 @@ class UsageView(APIView):
             OpenApiParameter("end", OpenApiTypes.DATETIME, description="Default: now."),
             OpenApiParameter("bot", OpenApiTypes.UUID, description="day/hour: one bot only."),
             OpenApiParameter(
-                "format",
+                "output",
                 enum=["json", "csv"],
                 default="json",
                 description="csv: hour/day rollups per bot (group_by day or hour) as a file.",
             ),
         ],
-        responses={200: s.UsageSerializer, **ERRORS},
+        responses={
+            (200, "application/json"): s.UsageSerializer,
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="output=csv"),
+            **ERRORS,
+        },
     )
     def get(self, request: Request) -> Any:
         """Tokens, requests and latency from the usage rollups (a minute or so behind)."""
         tenant_id = _tenant_id(request)
         now = timezone.now()
         end = _parse_when(request.query_params.get("end"), now, "end")
+        if end - datetime.min.replace(tzinfo=UTC) < timedelta(days=30):
+            raise exceptions.ValidationError(
+                {"end": ["Too early; the default start is 30 days before."]}
+            )
         start = _parse_when(request.query_params.get("start"), end - timedelta(days=30), "start")
         if end < start:
             raise exceptions.ValidationError({"end": ["end must not be before start."]})
@@ -454,9 +481,10 @@ class UsageView(APIView):
         group_by = request.query_params.get("group_by", "day")
         if group_by not in ("day", "hour", "bot", "tenant"):
             raise exceptions.ValidationError({"group_by": ["One of day, hour, bot, tenant."]})
-        fmt = request.query_params.get("format", "json")
+        # Not `format`: DRF reserves that for picking a renderer.
+        fmt = request.query_params.get("output", "json")
         if fmt not in ("json", "csv"):
-            raise exceptions.ValidationError({"format": ["One of json, csv."]})
+            raise exceptions.ValidationError({"output": ["One of json, csv."]})
         if fmt == "csv":
             period = group_by if group_by in ("day", "hour") else "day"
             rows = export.usage_csv_rows(tenant_id, period=period, start=start, end=end)
@@ -503,7 +531,8 @@ class MauView(APIView):
         """Monthly active users: this month against the limit, and the months before."""
         tenant_id = _tenant_id(request)
         raw = request.query_params.get("months", "12")
-        if not raw.isdigit() or not 1 <= int(raw) <= 60:
+        # isascii: str.isdigit() also admits digits that int() refuses ("²").
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 60:
             raise exceptions.ValidationError({"months": ["A whole number from 1 to 60."]})
         limits = effective_limits(tenant_id)
         body = {
