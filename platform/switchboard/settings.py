@@ -265,6 +265,9 @@ SWITCHBOARD_HEALTH_TIMEOUT_S = env_int("SWITCHBOARD_HEALTH_TIMEOUT_S", 2)
 # database connection while it lives.
 SWITCHBOARD_API_THREADS = env_int("SWITCHBOARD_API_THREADS", 32)
 SWITCHBOARD_API_MAX_BODY_BYTES = env_int("SWITCHBOARD_API_MAX_BODY_BYTES", 1024 * 1024)
+# How long a web process trusts an API key or a bot it looked up for the OpenAI-compatible
+# endpoint: a revoked key or a changed bot takes effect within this many seconds.
+SWITCHBOARD_API_KEY_CACHE_S = env_int("SWITCHBOARD_API_KEY_CACHE_S", 2)
 # Requests per API key per minute on /api/v1/ (messages sent are also under the
 # licence's rate limits).
 SWITCHBOARD_API_RATE = env_str("SWITCHBOARD_API_RATE", "600/min")

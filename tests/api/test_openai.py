@@ -9,6 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.waiting import wait_until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
@@ -194,6 +196,34 @@ def test_bad_keys_are_refused(web: str, client: Any, make_key: Any, tenant: Any,
         ask(read_only)
     assert denied.value.code == "insufficient_scope"
     assert _inbound(tenant) == []
+
+
+def test_a_key_revoked_while_in_use_stops_working(
+    web: str, client: Any, make_key: Any, tenant: Any, bot: Any
+) -> None:
+    import openai
+
+    from switchboard.apikeys.services import api_key_revoke
+
+    key, plaintext = make_key(tenant)
+    caller = openai.OpenAI(base_url=f"{web}/v1", api_key=plaintext, max_retries=0)
+
+    def ask() -> Any:
+        return caller.chat.completions.create(
+            model=bot.name, messages=[{"role": "user", "content": "still there?"}]
+        )
+
+    ask()  # the server now remembers the key (SWITCHBOARD_API_KEY_CACHE_S)
+    api_key_revoke(key=key)
+
+    def refused() -> bool:
+        try:
+            ask()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    wait_until(refused, timeout=15, what="the revoked key refused")
 
 
 def test_an_expired_key_is_refused(web: str, make_key: Any, tenant: Any, bot: Any) -> None:

@@ -1,26 +1,40 @@
-"""Completions answered while the caller waits: the tenant API's synchronous and streamed
-sends, and the OpenAI-compatible endpoint.
+"""Completions answered while the caller waits: the OpenAI-compatible endpoint and the
+REST API's streamed sends.
 
 Other channels acknowledge at once and answer later through a worker. Here the HTTP
-client holds the connection open for the answer, so the web process asks the pool itself:
-a queue hop would add most of the latency a proxy is allowed. The message still goes
-through the same admission (licence, MAU, rate limits, quota), the same pool router and
-the same usage ledger, and it is stored claimed before the pool is asked, so a web
-process that dies mid-call leaves a message the sweeper answers later, not a lost one.
+client holds the connection for the answer, so the web process asks the pool itself: a
+queue hop would cost more than a proxy's whole latency budget (BENCHMARKS.md, section
+4). The message goes through the same admission (licence, MAU, rate limits, quota), the
+same pool router and the same usage ledger as every channel's, arranged so that a
+returning user costs no database round trip before the pool is asked and one after:
+
+- what a request needs to know (its bot's API connector, the end user and whether they
+  are counted in this month's MAU, the conversation's id) is kept per process for a
+  short while; what changes (MAU counting, rate windows, quota) is decided by admission
+  on every request, as for every channel;
+- the turn, the reply, the usage record and the conversation's last-message time are
+  written by one statement when the answer is complete, before it is returned.
+
+Nothing is stored before the pool answers: a web process that dies mid-call leaves
+nothing (its client sees the connection drop and may retry); admission's MAU count, if
+it was the user's first message this month, stands, as the user did write to the bot.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from connectors.base import InboundMessage
@@ -28,11 +42,11 @@ from connectors.webhook import generate_secret
 from inference import ChatRequest, ChatResult, InferenceError, Priority, RouteContext, TokenDelta
 from switchboard.bots.models import Bot, Connector
 from switchboard.conversations import prompts, selectors
-from switchboard.conversations.models import Message
-from switchboard.conversations.services import message_receive
-from switchboard.metering import ledger
+from switchboard.conversations.models import Conversation, EndUser, Message
+from switchboard.conversations.services import Refused, end_user_touch
+from switchboard.metering import admission, ledger
 from switchboard.metering.models import UsageRecord
-from switchboard.pool.models import InferenceEndpoint
+from switchboard.observability import counters
 from switchboard.pool.runtime import worker_pool
 
 API_CHANNEL = "api"
@@ -63,7 +77,9 @@ class CompletionRequest:
 
 @dataclass(frozen=True)
 class Started:
+    # The caller's turn, not stored yet (see the module's docstring).
     inbound: Message
+    end_user_id: int
     bot: Bot
     chat: ChatRequest
     route: RouteContext
@@ -79,18 +95,53 @@ def api_executor() -> ThreadPoolExecutor:
     )
 
 
-# The hidden API connector of each bot, by bot id: made once, never changed.
-_connectors: dict[uuid.UUID, Connector] = {}
-_connectors_lock = threading.Lock()
+class Recent:
+    """A small per-process map whose entries expire: what a request needs to know and
+    rarely changes. Entries are replaced whole, so threads share it without a lock."""
+
+    def __init__(self, ttl_s: float, size: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._items) >= self.size:
+            self._items.clear()  # crude, but bounded: the next requests refill it
+        self._items[key] = (time.monotonic() + self.ttl_s, value)
+
+    def drop(self, key: Any) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+# A connector is never changed in a way that matters here; end users and conversations
+# are found again after a minute (a conversation pruned meanwhile is recreated).
+_connectors = Recent(ttl_s=3600)
+_end_users = Recent(ttl_s=60)
+_conversations = Recent(ttl_s=60)
+
+
+def caches_clear() -> None:
+    """Forget what this process remembers (tests that rebuild the database)."""
+    for recent in (_connectors, _end_users, _conversations):
+        recent.clear()
 
 
 def api_connector(bot: Bot) -> Connector:
     """The bot's hidden tenant-API connector, made on first use.
 
-    Made without `full_clean`, like the console's: it has no ingress URL and no secret
-    to validate; whether the tenant's licence allows the API is admission's question.
+    Made without `full_clean`, like the console's: it has no ingress URL to validate;
+    whether the tenant's licence allows the API is admission's question.
     """
-    connector = _connectors.get(bot.pk)
+    connector: Connector | None = _connectors.get(bot.pk)
     if connector is None:
         with transaction.atomic():
             # The bot's row lock makes concurrent first messages agree on one connector.
@@ -110,8 +161,7 @@ def api_connector(bot: Bot) -> Connector:
                     # rotating it (POST /api/v1/bots/{id}/callback-secret/).
                     secret=generate_secret(),
                 )
-        with _connectors_lock:
-            _connectors[bot.pk] = connector
+        _connectors.put(bot.pk, connector)
     # A copy with the caller's bot: admission reads the bot's model, language and tenant.
     copy = Connector(**{f.attname: getattr(connector, f.attname) for f in Connector._meta.fields})
     copy._state.adding = False
@@ -121,24 +171,91 @@ def api_connector(bot: Bot) -> Connector:
     return copy
 
 
-def completion_start(request: CompletionRequest) -> Started:
-    """Admit and store the caller's turn, claimed for this process. Raises
-    `conversations.services.Refused` when admission says no (nothing is stored then)."""
-    bot = request.bot
-    connector = api_connector(bot)
-    inbound = message_receive(
-        connector=connector,
-        inbound=InboundMessage(
+def _end_user(connector: Connector, request: CompletionRequest, now: datetime) -> EndUser:
+    key = (connector.tenant_id, request.user_id)
+    end_user: EndUser | None = _end_users.get(key)
+    if end_user is None:
+        inbound = InboundMessage(
             channel=API_CHANNEL,
-            provider_message_id=f"api-{uuid.uuid4().hex}",
+            provider_message_id="",
             user_id=request.user_id,
             user_name=request.user_name,
             conversation_key=request.conversation_key,
-            text=request.text,
-            reply_handle=request.reply_handle,
-        ),
-        inline=True,
-    ).message
+            text="",
+        )
+        end_user = end_user_touch(connector=connector, inbound=inbound, now=now)
+        _end_users.put(key, end_user)
+    return end_user
+
+
+def _conversation_id(connector: Connector, end_user: EndUser, key: str) -> int:
+    cached: int | None = _conversations.get((connector.pk, key))
+    if cached is None:
+        conversation, _ = Conversation.objects.get_or_create(
+            connector_id=connector.pk,
+            external_key=key,
+            defaults={
+                "tenant_id": connector.tenant_id,
+                "bot_id": connector.bot_id,
+                "end_user": end_user,
+            },
+        )
+        cached = conversation.pk
+        _conversations.put((connector.pk, key), cached)
+    return cached
+
+
+def _admit(connector: Connector, end_user: EndUser, now: datetime) -> None:
+    model_name = connector.bot.model_name
+    month = admission.month_of(now)
+    counted = end_user.counted_month == month and model_name in (end_user.counted_models or [])
+
+    def decide() -> admission.Decision:
+        return admission.admit(
+            tenant_id=connector.tenant_id,
+            end_user=end_user,
+            connector_kind=connector.kind,
+            model_name=model_name,
+            now=now,
+        )
+
+    if counted:
+        # A returning user: only Redis's rate windows and quota are asked.
+        decision = decide()
+    else:
+        # Counting into MAU writes rows that must commit (or roll back) together.
+        with transaction.atomic():
+            decision = decide()
+    if not decision.admitted:
+        counters.refusal(
+            tenant_id=connector.tenant_id, connector_kind=connector.kind, reason=decision.reason
+        )
+        raise Refused(decision.reason, decision.retry_after_s)
+
+
+def completion_start(request: CompletionRequest) -> Started:
+    """Admit the caller's turn. Raises `conversations.services.Refused` when admission
+    says no (nothing is stored then)."""
+    bot = request.bot
+    now = timezone.now()
+    connector = api_connector(bot)
+    end_user = _end_user(connector, request, now)
+    conversation_id = _conversation_id(connector, end_user, request.conversation_key)
+    _admit(connector, end_user, now)
+    inbound = Message(
+        id=uuid.uuid4(),
+        tenant_id=connector.tenant_id,
+        conversation_id=conversation_id,
+        connector_id=connector.pk,
+        direction=Message.Direction.INBOUND,
+        text=request.text,
+        provider_message_id=f"api-{uuid.uuid4().hex}",
+        reply_handle=request.reply_handle,
+        status=Message.Status.PROCESSING,
+        attempts=1,
+        created_at=now,
+        claimed_at=now,
+    )
     if request.messages is not None:
         system = [{"role": "system", "content": bot.system_prompt}] if bot.system_prompt else []
         messages = [*system, *request.messages]
@@ -159,13 +276,13 @@ def completion_start(request: CompletionRequest) -> Started:
         seed=request.seed,
     )
     route = RouteContext(
-        affinity_key=str(inbound.conversation_id),
+        affinity_key=str(conversation_id),
         tenant=str(inbound.tenant_id),
         priority=Priority.CHAT,
         strategy=bot.routing_strategy,
         deadline_s=request.deadline_s or settings.SWITCHBOARD_INFERENCE_TOTAL_S,
     )
-    return Started(inbound=inbound, bot=bot, chat=chat, route=route)
+    return Started(inbound=inbound, end_user_id=end_user.pk, bot=bot, chat=chat, route=route)
 
 
 def completion_run(
@@ -174,7 +291,7 @@ def completion_run(
     on_delta: Callable[[str], None] | None = None,
     cancelled: threading.Event | None = None,
 ) -> Message:
-    """Ask the pool and store the reply and its usage; returns the stored reply.
+    """Ask the pool and store the turn, the reply and its usage; returns the reply.
 
     With `on_delta` the pool streams and each piece of text is handed over as it comes;
     `cancelled` set by the caller abandons the stream at the next piece. Inference
@@ -197,8 +314,9 @@ def completion_run(
                 else:
                     result = item
     except InferenceError as exc:
-        completion_fail(
+        _record(
             started,
+            None,
             error=str(exc),
             outcome=ledger.outcome_of(exc),
             endpoint=exc.endpoint.name if exc.endpoint else "",
@@ -207,34 +325,104 @@ def completion_run(
     except ClientGone:
         # The tokens so far were generated, whoever read them: vLLM streams about one
         # token per piece, which is the best count there is without a usage block.
-        completion_fail(
+        _record(
             started,
+            None,
             error="the client disconnected",
             outcome=UsageRecord.Outcome.PARTIAL,
             completion_tokens=pieces,
         )
         raise
     assert result is not None  # the pool ends every stream with its result or raises
-    return completion_finish(started, result)
+    reply = _record(started, result, outcome=UsageRecord.Outcome.OK)
+    assert reply is not None
+    return reply
 
 
-def _endpoint_id(name: str) -> int | None:
-    # Not cached: an endpoint removed and added again under its name gets a new row.
-    return InferenceEndpoint.objects.filter(name=name).values_list("pk", flat=True).first()
+# --- the one write --------------------------------------------------------------------
 
 
-def completion_finish(started: Started, result: ChatResult) -> Message:
+def _columns(model: type[models.Model]) -> list[models.Field[Any, Any]]:
+    # Every stored column but a database-generated key, from the model itself: a field
+    # added later is written here too.
+    return [
+        f
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and isinstance(f, models.AutoField | models.BigAutoField))
+    ]
+
+
+@cache
+def _insert(model: type[models.Model], name: str) -> tuple[str, list[models.Field[Any, Any]]]:
+    fields = _columns(model)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = ", ".join(
+        "(SELECT id FROM pool_inferenceendpoint WHERE name = %s)"
+        if f.attname == "endpoint_id"
+        else "%s"
+        for f in fields
+    )
+    table = connection.ops.quote_name(model._meta.db_table)
+    # Identifiers come from the models, quoted; every value is a parameter.
+    sql = f"{name} AS (INSERT INTO {table} ({columns}) VALUES ({values}))"  # noqa: S608
+    return sql, fields
+
+
+@cache
+def _statement(with_reply: bool) -> tuple[str, list[tuple[type[models.Model], Any]]]:
+    conversation = connection.ops.quote_name(Conversation._meta.db_table)
+    parts = [
+        f"touched AS (UPDATE {conversation} SET last_message_at = %s WHERE id = %s)",  # noqa: S608
+        _insert(Message, "turn")[0],
+    ]
+    rows: list[tuple[type[models.Model], Any]] = [(Message, "turn")]
+    if with_reply:
+        parts.append(_insert(Message, "reply")[0])
+        rows.append((Message, "reply"))
+    usage_sql, _ = _insert(UsageRecord, "usage")
+    # The last data-modifying statement is the main one; the CTEs run with it, in one
+    # transaction of their own.
+    main = usage_sql.split(" AS (", 1)[1][:-1]
+    return "WITH " + ", ".join(parts) + " " + main, [*rows, (UsageRecord, "usage")]
+
+
+def _params(instance: models.Model) -> list[Any]:
+    values = []
+    for f in _insert(type(instance), "x")[1]:
+        value = getattr(instance, f.attname)
+        if f.attname == "endpoint_id":
+            values.append(value)  # a name: the subquery finds its id
+        else:
+            values.append(f.get_db_prep_save(value, connection))
+    return values
+
+
+def _record(
+    started: Started,
+    result: ChatResult | None,
+    *,
+    outcome: str,
+    error: str = "",
+    endpoint: str = "",
+    completion_tokens: int = 0,
+) -> Message | None:
     inbound = started.inbound
     now = timezone.now()
-    timings = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "ttft_ms": result.ttft_ms,
-        "latency_ms": result.latency_ms,
-        "endpoint_id": _endpoint_id(result.endpoint.name),
-    }
-    with transaction.atomic():
-        outbound = Message.objects.create(
+    reply: Message | None = None
+    if result is not None:
+        endpoint = result.endpoint.name
+        timings: dict[str, Any] = {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "ttft_ms": result.ttft_ms,
+            "latency_ms": result.latency_ms,
+        }
+        for name, value in timings.items():
+            setattr(inbound, name, value)
+        inbound.status = Message.Status.REPLIED
+        inbound.endpoint_id = endpoint  # type: ignore[assignment]  # a name, see _params
+        reply = Message(
+            id=uuid.uuid4(),
             tenant_id=inbound.tenant_id,
             conversation_id=inbound.conversation_id,
             connector_id=inbound.connector_id,
@@ -243,44 +431,63 @@ def completion_finish(started: Started, result: ChatResult) -> Message:
             # Handed to the caller in this very response: nothing left to deliver.
             status=Message.Status.DELIVERED,
             delivered_at=now,
-            reply_to=inbound,
+            reply_to_id=inbound.pk,
             finish_reason=result.finish_reason,
+            endpoint_id=endpoint,  # type: ignore[misc]
+            created_at=now,
             **timings,
         )
-        Message.objects.filter(pk=inbound.pk).update(
-            status=Message.Status.REPLIED, error="", **timings
+        prompt, completion = result.prompt_tokens, result.completion_tokens
+        ttft, latency = result.ttft_ms, result.latency_ms
+    else:
+        inbound.status = Message.Status.FAILED
+        inbound.error = error[:2000]
+        inbound.endpoint_id = None
+        prompt, completion, ttft, latency = 0, completion_tokens, None, None
+    usage = UsageRecord(
+        tenant_id=inbound.tenant_id,
+        bot_id=started.bot.pk,
+        connector_id=inbound.connector_id,
+        end_user_id=started.end_user_id,
+        message_id=inbound.pk,
+        endpoint=endpoint,
+        model_name=started.bot.model_name,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        ttft_ms=ttft,
+        latency_ms=latency,
+        outcome=outcome,
+        created_at=now,
+    )
+    sql, _ = _statement(reply is not None)
+    params: list[Any] = [now, inbound.conversation_id, *_params(inbound)]
+    if reply is not None:
+        params += _params(reply)
+    params += _params(usage)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except IntegrityError:
+        # The conversation was pruned since this process looked it up: find it again.
+        _conversations.clear()
+        raise
+    # Committed (one statement, autocommit): what every stored message and ledger row
+    # sets off elsewhere through model signals and on-commit hooks.
+    # Counted as stored when the call began (accepted), as for the worker's channels.
+    counters.message_stored(
+        SimpleNamespace(
+            tenant_id=inbound.tenant_id,
+            connector_id=inbound.connector_id,
+            status=Message.Status.PROCESSING,
         )
-        ledger.usage_record(
-            inbound=inbound,
-            bot=started.bot,
-            outcome=UsageRecord.Outcome.OK,
-            endpoint=result.endpoint.name,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            ttft_ms=result.ttft_ms,
-            latency_ms=result.latency_ms,
-            at=now,
-        )
-    return outbound
-
-
-def completion_fail(
-    started: Started,
-    *,
-    error: str,
-    outcome: str,
-    endpoint: str = "",
-    completion_tokens: int = 0,
-) -> None:
-    inbound = started.inbound
-    with transaction.atomic():
-        Message.objects.filter(pk=inbound.pk, status=Message.Status.PROCESSING).update(
-            status=Message.Status.FAILED, error=error[:2000]
-        )
-        ledger.usage_record(
-            inbound=inbound,
-            bot=started.bot,
-            outcome=outcome,
-            endpoint=endpoint,
-            completion_tokens=completion_tokens,
-        )
+    )
+    counters.usage_recorded(usage)
+    if prompt + completion:
+        admission.tokens_used(tenant_id=inbound.tenant_id, tokens=prompt + completion, at=now)
+    # Stored now; the endpoint's id was looked up by the statement, not here.
+    inbound.endpoint_id = None
+    inbound._state.adding = False
+    if reply is not None:
+        reply.endpoint_id = None
+        reply._state.adding = False
+    return reply

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -37,6 +38,7 @@ from inference import ContextTooLong, InferenceError, InferenceTimeout, RequestR
 from switchboard.api.completions import (
     ClientGone,
     CompletionRequest,
+    Recent,
     api_executor,
     completion_run,
     completion_start,
@@ -169,23 +171,41 @@ def _inference_error(exc: InferenceError) -> ApiError:
 # --- the work, in a thread ------------------------------------------------------------
 
 
+# Keys and bots seen recently, per process: a returning caller costs no database round
+# trip before the pool is asked. A revoked key or a changed bot is noticed within
+# SWITCHBOARD_API_KEY_CACHE_S; an expiry is checked on every request.
+_keys = Recent(ttl_s=settings.SWITCHBOARD_API_KEY_CACHE_S)
+_bots = Recent(ttl_s=settings.SWITCHBOARD_API_KEY_CACHE_S)
+
+
+def caches_clear() -> None:
+    _keys.clear()
+    _bots.clear()
+
+
+_INVALID_KEY = (401, "invalid_api_key", "The API key is unknown, revoked or expired.")
+
+
 def _authenticate(header: str) -> ApiKey:
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise ApiError(
             401,
             "missing_api_key",
             "Send the tenant's API key as `Authorization: Bearer sb_…`.",
             type="authentication_error",
         )
-    key = api_key_authenticate(token.strip())
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    key: ApiKey | None = _keys.get(digest)
     if key is None:
-        raise ApiError(
-            401,
-            "invalid_api_key",
-            "The API key is unknown, revoked or expired.",
-            type="authentication_error",
-        )
+        key = api_key_authenticate(token)
+        if key is None:
+            raise ApiError(*_INVALID_KEY, type="authentication_error")
+        _keys.put(digest, key)
+    elif key.expires_at is not None and key.expires_at <= timezone.now():
+        _keys.drop(digest)
+        raise ApiError(*_INVALID_KEY, type="authentication_error")
     if not key.has_scope(Scope.CHAT):
         raise ApiError(
             403,
@@ -201,6 +221,9 @@ def _served_models() -> set[str]:
 
 
 def _bot_for(key: ApiKey, model: str) -> Bot:
+    cached: Bot | None = _bots.get((key.tenant_id, model))
+    if cached is not None:
+        return _active(cached, model)
     bots = Bot.objects.for_tenant(key.tenant_id).select_related("tenant")
     bot = bots.filter(name=model).first()
     if bot is None and model in _served_models():
@@ -221,6 +244,11 @@ def _bot_for(key: ApiKey, model: str) -> Bot:
             "(GET /v1/models) or a model the GPU pool serves.",
             param="model",
         )
+    _bots.put((key.tenant_id, model), bot)
+    return _active(bot, model)
+
+
+def _active(bot: Bot, model: str) -> Bot:
     if not bot.is_active:
         raise ApiError(403, "model_disabled", f"The bot {model!r} is disabled.", param="model")
     return bot
@@ -268,7 +296,7 @@ Emit = Callable[[tuple[str, Any]], None]
 def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event) -> Any:
     """Everything but the bytes on the wire. Returns the final event (non-streaming), or
     reports every event through `emit` (streaming)."""
-    close_old_connections()
+    _connections_checked()
     try:
         key = _authenticate(header)
         try:
@@ -327,7 +355,17 @@ def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event
             emit(("error", error))
             return None
         raise error from None
-    finally:
+
+
+_checked = threading.local()
+
+
+def _connections_checked() -> None:
+    """Django's per-request connection upkeep (drop a broken or too old connection), at
+    most once a second per thread: each time costs the next query a health check."""
+    now = time.monotonic()
+    if now - getattr(_checked, "at", 0.0) >= 1.0:
+        _checked.at = now
         close_old_connections()
 
 
@@ -490,7 +528,7 @@ async def list_models(request: Request) -> Response:
 
 
 def _models(header: str) -> list[dict[str, Any]]:
-    close_old_connections()
+    _connections_checked()
     key = _authenticate(header)
     owner = key.tenant.slug
     bots = Bot.objects.for_tenant(key.tenant_id).filter(is_active=True)

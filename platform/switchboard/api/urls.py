@@ -33,5 +33,6 @@ urlpatterns = [
         ),
         name="docs",
     ),
-    re_path(r"^.*$", errors.api_not_found),
+    # Not `.*`: a path with a newline (%0A) is unknown too, not a Django HTML 404.
+    re_path(r"^[\s\S]*$", errors.api_not_found),
 ]

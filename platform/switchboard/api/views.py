@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -89,9 +91,27 @@ class TenantScoped:
         return context  # type: ignore[no-any-return]
 
 
+class UtcDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, in UTC: PostgreSQL refuses UTC offsets beyond ±15:59,
+    which ISO 8601 allows, and UTC cannot hold the first hours of the year 1."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+class UtcDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class TimeRangeFilter(filters.FilterSet):
-    since = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
 
 # --- bots -------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def message_receive(
     now = timezone.now()
     try:
         with transaction.atomic():
-            end_user = _end_user_touch(connector=connector, inbound=inbound, now=now)
+            end_user = end_user_touch(connector=connector, inbound=inbound, now=now)
             conversation, created = Conversation.objects.get_or_create(
                 connector=connector,
                 external_key=inbound.conversation_key,
@@ -179,7 +179,7 @@ def _inbound_by_provider_id(connector: Connector, provider_id: str) -> Message |
     ).first()
 
 
-def _end_user_touch(*, connector: Connector, inbound: InboundMessage, now: Any) -> EndUser:
+def end_user_touch(*, connector: Connector, inbound: InboundMessage, now: Any) -> EndUser:
     end_user, created = EndUser.objects.get_or_create(
         tenant_id=connector.tenant_id,
         channel=inbound.channel,
