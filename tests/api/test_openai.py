@@ -50,9 +50,23 @@ def client(web: str, key: str, endpoint: Any) -> Any:
     return openai.OpenAI(base_url=f"{web}/v1", api_key=key, max_retries=0, timeout=30)
 
 
-def _inbound(tenant: Any) -> list[Any]:
+def _settled(tenant: Any, calls: int) -> None:
+    """Wait until `calls` calls are in the ledger: the answer goes out while its turn,
+    reply and usage are written, so a test reading them right away could be early."""
+    from switchboard.metering.models import UsageRecord
+
+    wait_until(
+        lambda: UsageRecord.objects.filter(tenant=tenant).count() >= calls,
+        timeout=15,
+        what=f"{calls} call(s) in the ledger",
+    )
+
+
+def _inbound(tenant: Any, calls: int = 0) -> list[Any]:
     from switchboard.conversations.models import Message
 
+    if calls:
+        _settled(tenant, calls)
     return list(
         Message.objects.for_tenant(tenant)
         .filter(direction=Message.Direction.INBOUND)
@@ -74,7 +88,7 @@ def test_sdk_completion_names_a_bot_and_is_metered(client: Any, tenant: Any, bot
     assert result.choices[0].finish_reason in ("stop", "length")
     assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
     assert result.usage.total_tokens == result.usage.prompt_tokens + result.usage.completion_tokens
-    [inbound] = _inbound(tenant)
+    [inbound] = _inbound(tenant, calls=1)
     assert inbound.connector.kind == "api"
     assert inbound.status == "replied"
     assert inbound.conversation.end_user.external_id == "alice@example.com"
@@ -110,6 +124,7 @@ def test_sdk_streams_chunks_that_add_up_to_the_stored_reply(
                 pieces.append(choice.delta.content)
             finish = choice.finish_reason or finish
     assert len(pieces) > 2, "a stream, not one block"
+    _settled(tenant, 1)
     reply = Message.objects.for_tenant(tenant).get(direction=Message.Direction.OUTBOUND)
     assert "".join(pieces) == reply.text
     assert finish == reply.finish_reason
@@ -138,7 +153,7 @@ def test_a_model_the_pool_serves_is_answered_without_a_system_prompt(
     assert "raw access" in result.choices[0].message.content
     passthrough = Bot.objects.for_tenant(tenant).get(name=endpoint.model)
     assert passthrough.system_prompt == ""
-    [inbound] = [m for m in _inbound(tenant) if m.conversation.bot_id == passthrough.pk]
+    [inbound] = [m for m in _inbound(tenant, calls=1) if m.conversation.bot_id == passthrough.pk]
     # Without `user`, the key itself is the end user.
     assert inbound.conversation.end_user.external_id.startswith("key:")
 
@@ -154,7 +169,7 @@ def test_later_turns_of_one_chat_share_a_conversation(client: Any, tenant: Any, 
     client.chat.completions.create(
         model=bot.name, messages=[{"role": "user", "content": "another chat"}], user="carol"
     )
-    conversations = [m.conversation_id for m in _inbound(tenant)]
+    conversations = [m.conversation_id for m in _inbound(tenant, calls=3)]
     assert conversations[0] == conversations[1] != conversations[2]
 
 
@@ -320,7 +335,7 @@ def test_the_licence_rate_limit_answers_429_with_retry_after(
         )
     assert caught.value.code == "rate_limit_exceeded"
     assert int(caught.value.response.headers["Retry-After"]) >= 1
-    assert len(_inbound(tenant)) == 2  # the refused one stored nothing
+    assert len(_inbound(tenant, calls=2)) == 2  # the refused one stored nothing
 
 
 def test_the_mau_limit_refuses_a_new_user(

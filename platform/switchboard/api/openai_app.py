@@ -293,9 +293,9 @@ def _prepare(body: ChatCompletionBody, key: ApiKey) -> CompletionRequest:
 Emit = Callable[[tuple[str, Any]], None]
 
 
-def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event) -> Any:
-    """Everything but the bytes on the wire. Returns the final event (non-streaming), or
-    reports every event through `emit` (streaming)."""
+def _work(header: str, raw: bytes, emit: Emit, cancelled: threading.Event) -> None:
+    """Everything but the bytes on the wire, reported through `emit`: `start` (the
+    completion's id), `delta`s when streaming, then `done` or `error`."""
     _connections_checked()
     try:
         key = _authenticate(header)
@@ -310,8 +310,6 @@ def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event
                 f"{where}: {first['msg']}" if where else first["msg"],
                 param=where or None,
             ) from None
-        if body.stream != (emit is not None):
-            raise ApiError(500, "internal", "stream mode mismatch")  # pragma: no cover
         request = _prepare(body, key)
         try:
             started = completion_start(request)
@@ -323,38 +321,39 @@ def _work(header: str, raw: bytes, emit: Emit | None, cancelled: threading.Event
             "model": body.model,
             "usage": bool((body.stream_options or {}).get("include_usage")),
         }
-        if emit is not None:
-            emit(("start", meta))
-            deliver: Callable[[str], None] | None = lambda text: emit(("delta", text))  # noqa: E731
-        else:
-            deliver = None
+        emit(("start", meta))
+        deliver: Callable[[str], None] | None = None
+        if body.stream:
+            deliver = lambda text: emit(("delta", text))  # noqa: E731
         try:
-            reply = completion_run(started, on_delta=deliver, cancelled=cancelled)
+            completion_run(
+                started,
+                on_delta=deliver,
+                cancelled=cancelled,
+                # The answer goes out while the turn, reply and usage are written.
+                answered=lambda reply: emit(("done", (meta, reply))),
+            )
         except InferenceError as exc:
             raise _inference_error(exc) from None
-        done = ("done", (meta, reply))
-        if emit is not None:
-            emit(done)
-        return done
     except ApiError as exc:
-        if emit is not None:
-            emit(("error", exc))
-            return None
-        raise
+        emit(("error", exc))
     except ClientGone:
-        return None
+        pass
     except Exception:
+        # After "done" was sent this reaches nobody but the log, which is where a
+        # failed ledger write must show.
         logger.exception("chat completion failed")
-        error = ApiError(
-            500,
-            "internal_error",
-            "Something went wrong on our side; it is logged.",
-            type="server_error",
+        emit(
+            (
+                "error",
+                ApiError(
+                    500,
+                    "internal_error",
+                    "Something went wrong on our side; it is logged.",
+                    type="server_error",
+                ),
+            )
         )
-        if emit is not None:
-            emit(("error", error))
-            return None
-        raise error from None
 
 
 _checked = threading.local()
@@ -436,14 +435,20 @@ async def chat_completions(request: Request) -> Response:
     if _wants_stream(raw):
         return await _stream(header, raw)
     loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     cancelled = threading.Event()
-    try:
-        _, (meta, reply) = await loop.run_in_executor(
-            api_executor(), _work, header, raw, None, cancelled
-        )
-    except ApiError as exc:
-        return exc.response()
-    return JSONResponse(_completion(meta, reply))
+
+    def emit(event: tuple[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
+    while True:
+        kind, payload = await queue.get()
+        if kind == "done":
+            meta, reply = payload
+            return JSONResponse(_completion(meta, reply))
+        if kind == "error":
+            return payload.response()  # type: ignore[no-any-return]
 
 
 def _wants_stream(raw: bytes) -> bool:
@@ -463,10 +468,9 @@ async def _stream(header: str, raw: bytes) -> Response:
     def emit(event: tuple[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    future = loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
+    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
     kind, payload = await queue.get()
     if kind == "error":
-        await future
         return payload.response()  # type: ignore[no-any-return]
     meta: dict[str, Any] = payload
 

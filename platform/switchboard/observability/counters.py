@@ -147,6 +147,10 @@ def _on_commit(what: str, build: Any, using: str | None) -> None:
 
 def message_stored(message: Any, *, using: str | None = None) -> None:
     """An inbound message was stored; count it by its admission outcome."""
+    _on_commit("a message", _message_builder(message), using)
+
+
+def _message_builder(message: Any) -> Any:
     tenant_id = str(message.tenant_id)
     connector_id = str(message.connector_id or "")
     outcome = _ADMISSION_OUTCOME.get(message.status, message.status)
@@ -155,11 +159,15 @@ def message_stored(message: Any, *, using: str | None = None) -> None:
         bot, kind = connector_labels(connector_id)
         yield MESSAGES, field(tenant_id, bot, kind, outcome), 1
 
-    _on_commit("a message", build, using)
+    return build
 
 
 def usage_recorded(record: Any, *, using: str | None = None) -> None:
     """An inference call was appended to the ledger: its outcome, tokens and timings."""
+    _on_commit("usage", _usage_builder(record), using)
+
+
+def _usage_builder(record: Any) -> Any:
     tenant_id = str(record.tenant_id)
     connector_id = str(record.connector_id or "")
     bot_id = str(record.bot_id or "")
@@ -179,7 +187,17 @@ def usage_recorded(record: Any, *, using: str | None = None) -> None:
         yield from _observation(TTFT, endpoint, ttft_ms)
         yield from _observation(LATENCY, endpoint, latency_ms)
 
-    _on_commit("usage", build, using)
+    return build
+
+
+def stored_increments(message: Any, record: Any) -> list[tuple[str, str, float]]:
+    """What `message_stored` and `usage_recorded` would add, for a caller that sums many
+    calls' increments and writes them at once (`increment_many`)."""
+    return [*_message_builder(message)(), *_usage_builder(record)()]
+
+
+def increment_many(increments: Iterable[tuple[str, str, float]]) -> None:
+    _increment("a batch", increments)
 
 
 def delivery_attempted(attempt: Any, *, using: str | None = None) -> None:
