@@ -394,3 +394,28 @@ def test_the_stream_is_valid_server_sent_events(
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert len({c["id"] for c in chunks}) == 1
+
+
+def test_calls_reach_the_metrics_counters(client: Any, tenant: Any, bot: Any) -> None:
+    """The web process sums its Redis bookkeeping and writes it every 0.1 s."""
+    from switchboard.observability import counters
+
+    for turn in range(3):
+        client.chat.completions.create(
+            model=bot.name, messages=[{"role": "user", "content": f"count me {turn}"}]
+        )
+
+    def counted() -> dict[str, float] | None:
+        families = counters.read_all()
+        mine = {
+            family: sum(
+                value
+                for labels, value in families[family].items()
+                if labels[0] == str(tenant.pk) and labels[2] == "api"
+            )
+            for family in (counters.MESSAGES, counters.INFERENCE)
+        }
+        return mine if mine[counters.INFERENCE] >= 3 else None
+
+    figures = wait_until(counted, timeout=15, what="the calls in the metrics counters")
+    assert figures == {counters.MESSAGES: 3, counters.INFERENCE: 3}
