@@ -223,6 +223,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "default", "expires": 60.0},
     },
+    # The retention policy (SWITCHBOARD_RETENTION_DAYS; off by default).
+    "prune-conversations": {
+        "task": "switchboard.core.tasks.prune_conversations",
+        "schedule": 24 * 3600.0,
+        "options": {"queue": "default", "expires": 3600.0},
+    },
 }
 
 # --- Switchboard ------------------------------------------------------------------------

@@ -213,3 +213,20 @@ def test_unknown_tenant_in_settings_is_reported(connector: Connector) -> None:
     with override_settings(SWITCHBOARD_RETENTION_DAYS_BY_TENANT=["gone=30"]):
         call_command("prune_conversations", stdout=StringIO(), stderr=err)
     assert "gone" in err.getvalue()
+
+
+def test_beat_runs_the_retention_policy_daily(connector: Connector) -> None:
+    from django.conf import settings
+
+    from switchboard.core.tasks import prune_conversations
+
+    entry = settings.CELERY_BEAT_SCHEDULE["prune-conversations"]
+    assert entry["task"] == prune_conversations.name
+    assert entry["schedule"] == 24 * 3600
+    old = _conversation(connector, days_ago=OLD)
+    with override_settings(SWITCHBOARD_RETENTION_DAYS=0):
+        assert "deleted 0 conversation(s)" in prune_conversations()
+    assert _exists(old)  # off by default: nothing is deleted without a policy
+    with override_settings(SWITCHBOARD_RETENTION_DAYS=30):
+        assert prune_conversations() == "in all: deleted 1 conversation(s), 2 message(s)"
+    assert not _exists(old)
