@@ -419,3 +419,49 @@ def test_calls_reach_the_metrics_counters(client: Any, tenant: Any, bot: Any) ->
 
     figures = wait_until(counted, timeout=15, what="the calls in the metrics counters")
     assert figures == {counters.MESSAGES: 3, counters.INFERENCE: 3}
+
+
+def test_requests_carry_a_request_id_into_the_access_log(
+    tmp_path: Any, key: str, bot: Any, endpoint: Any
+) -> None:
+    """/v1/ skips Django's middleware, so it sets the request id and writes the access
+    line itself, as django-guid and the access-log middleware do for every other path."""
+    from django.conf import settings
+
+    from tests.support import processes
+
+    database_url = processes.database_url_for(
+        settings.DATABASE_URL, settings.DATABASES["default"]["NAME"]
+    )
+    given = "0b6f7c1e-3d0a-4a56-9a43-64b5f1f3d2aa"
+    with processes.web_server(
+        tmp_path,
+        database_url=database_url,
+        redis_url=settings.REDIS_URL,
+        extra_env={"SWITCHBOARD_LOG_FORMAT": "json", "SWITCHBOARD_POOL_REFRESH_S": "0"},
+    ) as url:
+        body = {"model": bot.name, "messages": [{"role": "user", "content": "trace me"}]}
+        headers = {"Authorization": f"Bearer {key}"}
+        kept = httpx.post(
+            f"{url}/v1/chat/completions", json=body, headers={**headers, "X-Request-ID": given}
+        )
+        replaced = httpx.post(
+            f"{url}/v1/chat/completions",
+            json=body,
+            headers={**headers, "X-Request-ID": "not a uuid; drop table"},
+        )
+        assert kept.status_code == replaced.status_code == 200
+        assert kept.headers["x-request-id"] == given
+        fresh = replaced.headers["x-request-id"]
+        assert fresh != "not a uuid; drop table" and len(fresh) == 32
+
+        def logged() -> list[dict[str, Any]] | None:
+            lines = (tmp_path / "web.log").read_text().splitlines()
+            records = [json.loads(line) for line in lines if line.startswith("{")]
+            access = [r for r in records if r.get("path") == "/v1/chat/completions"]
+            return access if len(access) >= 2 else None
+
+        access = wait_until(logged, timeout=15, what="two access-log lines")
+    ids = {record.get("request_id") for record in access}
+    assert {given, fresh} <= ids
+    assert all(record["status"] == 200 for record in access)

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
+from django_guid import get_guid, set_guid
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
@@ -293,9 +295,14 @@ def _prepare(body: ChatCompletionBody, key: ApiKey) -> CompletionRequest:
 Emit = Callable[[tuple[str, Any]], None]
 
 
-def _work(header: str, raw: bytes, emit: Emit, cancelled: threading.Event) -> None:
+def _work(
+    header: str, raw: bytes, emit: Emit, cancelled: threading.Event, request_id: str = ""
+) -> None:
     """Everything but the bytes on the wire, reported through `emit`: `start` (the
     completion's id), `delta`s when streaming, then `done` or `error`."""
+    # Executor threads do not inherit the event loop's context: the id is set here so
+    # this thread's log lines carry it.
+    set_guid(request_id)
     _connections_checked()
     try:
         key = _authenticate(header)
@@ -441,7 +448,7 @@ async def chat_completions(request: Request) -> Response:
     def emit(event: tuple[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
+    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled, get_guid() or "")
     while True:
         kind, payload = await queue.get()
         if kind == "done":
@@ -468,7 +475,7 @@ async def _stream(header: str, raw: bytes) -> Response:
     def emit(event: tuple[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, event)
 
-    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled)
+    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled, get_guid() or "")
     kind, payload = await queue.get()
     if kind == "error":
         return payload.response()  # type: ignore[no-any-return]
@@ -559,10 +566,68 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
     return ApiError(405, "method_not_allowed", f"{request.method} is not allowed here.").response()
 
 
-app = Starlette(
+_starlette = Starlette(
     routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
     ],
     exception_handlers={404: not_found, 405: method_not_allowed},
 )
+
+access_logger = logging.getLogger("switchboard.access")
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-ID if it is a UUID (as django-guid takes it on Django's
+    side), else a new one."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            try:
+                text = value.decode("latin-1")
+                uuid.UUID(text)
+            except ValueError:
+                break
+            return text
+    return uuid.uuid4().hex
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The endpoint with what Django's middleware gives every other path: a request id
+    (set for the log lines, returned in X-Request-ID) and an access-log line."""
+    if scope["type"] != "http":
+        await _starlette(scope, receive, send)
+        return
+    request_id = _request_id(scope.get("headers", []))
+    set_guid(request_id)
+    started = time.perf_counter()
+    status = 500
+
+    async def send_with_id(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode()),
+            ]
+        await send(message)
+
+    try:
+        await _starlette(scope, receive, send_with_id)
+    finally:
+        if settings.SWITCHBOARD_ACCESS_LOG and access_logger.isEnabledFor(logging.INFO):
+            duration_ms = (time.perf_counter() - started) * 1000.0
+            access_logger.info(
+                '"%s %s" %d %.1fms',
+                scope["method"],
+                scope["path"],
+                status,
+                duration_ms,
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration_ms, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
