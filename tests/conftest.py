@@ -158,6 +158,45 @@ def worker_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("worker")
 
 
+@pytest.fixture
+def licence_for() -> Callable[..., Any]:
+    """Put limits in force for a tenant: a ledger row as an import would write it
+    (signing is tested in tests/licensing; here only the limits matter)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from switchboard.licensing.models import Licence
+    from switchboard.licensing.services import limits_cache_clear
+
+    def make(tenant: Any, **limits: Any) -> Any:
+        now = timezone.now()
+        columns: dict[str, Any] = {
+            "mau_limit": None,
+            "monthly_tokens": None,
+            "tenant_messages_per_minute": None,
+            "user_messages_per_minute": None,
+            "connector_kinds": [],
+            "max_bots": None,
+            "enforcement": "hard",
+        }
+        columns.update(limits)
+        licence = Licence.objects.create(
+            tenant=tenant,
+            licence_id=uuid.uuid4(),
+            key_id="test",
+            document="{}",
+            issued_at=now,
+            valid_from=now - timedelta(days=1),
+            valid_until=now + timedelta(days=365),
+            **columns,
+        )
+        limits_cache_clear()
+        return licence
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def worker(
     django_db_setup: None, django_db_blocker: Any, worker_tmp: Path, redis_client: Any

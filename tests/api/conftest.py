@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from tests.metering.conftest import licence_for  # noqa: F401  (a shared fixture)
 from tests.support import processes
 
 

@@ -4,12 +4,10 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.webhook import sign_headers
@@ -110,37 +108,3 @@ def send_webhook() -> Callable[..., Any]:
         )
 
     return send
-
-
-@pytest.fixture
-def licence_for() -> Callable[..., Any]:
-    """Limits in force for a tenant, as a licence import would store them."""
-    from switchboard.licensing.models import Licence
-    from switchboard.licensing.services import limits_cache_clear
-
-    def make(tenant: Any, **limits: Any) -> Any:
-        now = timezone.now()
-        columns: dict[str, Any] = {
-            "mau_limit": None,
-            "monthly_tokens": None,
-            "tenant_messages_per_minute": None,
-            "user_messages_per_minute": None,
-            "connector_kinds": [],
-            "max_bots": None,
-            "enforcement": "hard",
-            **limits,
-        }
-        licence = Licence.objects.create(
-            tenant=tenant,
-            licence_id=uuid.uuid4(),
-            key_id="test",
-            document="{}",
-            issued_at=now,
-            valid_from=now - timedelta(days=1),
-            valid_until=now + timedelta(days=365),
-            **columns,
-        )
-        limits_cache_clear()
-        return licence
-
-    return make

@@ -48,12 +48,23 @@ from switchboard.bots.models import Bot, Connector
 from switchboard.conversations import prompts, selectors
 from switchboard.conversations.models import Conversation, EndUser, Message
 from switchboard.conversations.services import Refused, end_user_touch
+from switchboard.licensing import replies
 from switchboard.metering import admission, ledger
 from switchboard.metering.models import UsageRecord
 from switchboard.observability import counters
 from switchboard.pool.runtime import worker_pool
 
 API_CHANNEL = "api"
+
+# What the tenant API says when admission refuses a message (both of its APIs).
+REFUSAL_MESSAGES = {
+    replies.RATE_LIMITED: "Too many requests: the tenant's or this end user's rate limit "
+    "is reached.",
+    replies.QUOTA_EXHAUSTED: "The tenant's monthly token quota is used up.",
+    replies.MAU_LIMIT: "The tenant's monthly active user limit is reached: this end user "
+    "cannot be admitted.",
+    replies.CONNECTOR_NOT_LICENSED: "The tenant's licence does not include the API channel.",
+}
 
 logger = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from inference import ContextTooLong, InferenceError, InferenceTimeout, RequestRejected
 from switchboard.api.completions import (
+    REFUSAL_MESSAGES,
     ClientGone,
     CompletionRequest,
     Recent,
@@ -108,11 +109,8 @@ class ApiError(Exception):
     param: str | None = None
     retry_after_s: float | None = None
 
-    def response(self) -> JSONResponse:
-        headers = {}
-        if self.retry_after_s is not None:
-            headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "error": {
                 "message": self.message,
                 "type": self.type,
@@ -120,37 +118,26 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-        return JSONResponse(body, status_code=self.status, headers=headers)
+
+    def response(self) -> JSONResponse:
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after_s)))
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
-_REFUSALS: dict[str, tuple[int, str, str]] = {
-    replies.RATE_LIMITED: (
-        429,
-        "rate_limit_exceeded",
-        "Too many requests: the tenant's or this end user's rate limit is reached.",
-    ),
-    replies.QUOTA_EXHAUSTED: (
-        429,
-        "insufficient_quota",
-        "The tenant's monthly token quota is used up.",
-    ),
-    replies.MAU_LIMIT: (
-        403,
-        "mau_limit_reached",
-        "The tenant's monthly active user limit is reached: this end user cannot be admitted.",
-    ),
-    replies.CONNECTOR_NOT_LICENSED: (
-        403,
-        "channel_not_licensed",
-        "The tenant's licence does not include the API channel.",
-    ),
+# OpenAI's own status and code for each refusal; the words are the tenant API's.
+_REFUSALS: dict[str, tuple[int, str]] = {
+    replies.RATE_LIMITED: (429, "rate_limit_exceeded"),
+    replies.QUOTA_EXHAUSTED: (429, "insufficient_quota"),
+    replies.MAU_LIMIT: (403, "mau_limit_reached"),
+    replies.CONNECTOR_NOT_LICENSED: (403, "channel_not_licensed"),
 }
 
 
 def _refused(exc: Refused) -> ApiError:
-    status, code, message = _REFUSALS.get(
-        exc.reason, (403, exc.reason, f"Refused by admission: {exc.reason}.")
-    )
+    status, code = _REFUSALS.get(exc.reason, (403, exc.reason))
+    message = REFUSAL_MESSAGES.get(exc.reason, f"Refused by admission: {exc.reason}.")
     kind = "rate_limit_error" if status == 429 else "permission_error"
     return ApiError(status, code, message, type=kind, retry_after_s=exc.retry_after_s)
 
@@ -326,6 +313,7 @@ def _work(
             "id": f"chatcmpl-{started.inbound.pk.hex}",
             "created": int(time.time()),
             "model": body.model,
+            "stream": body.stream,
             "usage": bool((body.stream_options or {}).get("include_usage")),
         }
         emit(("start", meta))
@@ -338,7 +326,7 @@ def _work(
                 on_delta=deliver,
                 cancelled=cancelled,
                 # The answer goes out while the turn, reply and usage are written.
-                answered=lambda reply: emit(("done", (meta, reply))),
+                answered=lambda reply: emit(("done", reply)),
             )
         except InferenceError as exc:
             raise _inference_error(exc) from None
@@ -399,18 +387,19 @@ def _completion(meta: dict[str, Any], reply: Any) -> dict[str, Any]:
     }
 
 
+def _chunk_body(meta: dict[str, Any], delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": meta["id"],
+        "object": "chat.completion.chunk",
+        "created": meta["created"],
+        "model": meta["model"],
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
 def _chunk(meta: dict[str, Any], delta: dict[str, Any], finish: str | None) -> str:
-    return json.dumps(
-        {
-            "id": meta["id"],
-            "object": "chat.completion.chunk",
-            "created": meta["created"],
-            "model": meta["model"],
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        },
-        ensure_ascii=False,
-    )
+    return json.dumps(_chunk_body(meta, delta, finish), ensure_ascii=False)
 
 
 # --- HTTP -----------------------------------------------------------------------------
@@ -438,93 +427,55 @@ async def chat_completions(request: Request) -> Response:
         return exc.response()
     except ClientDisconnect:
         return Response(status_code=400)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def emit(event: tuple[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
     header = request.headers.get("authorization", "")
-    if _wants_stream(raw):
-        return await _stream(header, raw)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def emit(event: tuple[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-
     loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled, get_guid() or "")
-    while True:
-        kind, payload = await queue.get()
-        if kind == "done":
-            meta, reply = payload
-            return JSONResponse(_completion(meta, reply))
-        if kind == "error":
-            return payload.response()  # type: ignore[no-any-return]
-
-
-def _wants_stream(raw: bytes) -> bool:
-    # Only to pick the response type; the body is validated properly in the thread.
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("stream") is True
-
-
-async def _stream(header: str, raw: bytes) -> Response:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def emit(event: tuple[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-
-    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled, get_guid() or "")
+    # The body is parsed once, in the thread: its first event says whether to stream.
     kind, payload = await queue.get()
     if kind == "error":
         return payload.response()  # type: ignore[no-any-return]
     meta: dict[str, Any] = payload
+    if meta["stream"]:
+        return EventSourceResponse(_events(meta, queue, cancelled), ping=15, sep="\n")
+    while True:
+        kind, payload = await queue.get()
+        if kind == "done":
+            return JSONResponse(_completion(meta, payload))
+        if kind == "error":
+            return payload.response()  # type: ignore[no-any-return]
 
-    async def events() -> AsyncIterator[dict[str, str]]:
-        try:
-            yield {"data": _chunk(meta, {"role": "assistant", "content": ""}, None)}
-            while True:
-                kind, payload = await queue.get()
-                if kind == "delta":
-                    yield {"data": _chunk(meta, {"content": payload}, None)}
-                elif kind == "done":
-                    _, reply = payload
-                    yield {"data": _chunk(meta, {}, reply.finish_reason or "stop")}
-                    if meta["usage"]:
-                        usage = _completion(meta, reply)["usage"]
-                        yield {
-                            "data": json.dumps(
-                                {
-                                    **json.loads(_chunk(meta, {}, None)),
-                                    "choices": [],
-                                    "usage": usage,
-                                }
-                            )
-                        }
-                    yield {"data": "[DONE]"}
-                    return
-                else:
-                    # The stream had started: the status is sent, so the error rides
-                    # in-band, as OpenAI's own API does.
-                    error: ApiError = payload
-                    yield {
-                        "data": json.dumps(
-                            {
-                                "error": {
-                                    "message": error.message,
-                                    "type": error.type,
-                                    "param": error.param,
-                                    "code": error.code,
-                                }
-                            }
-                        )
-                    }
-                    return
-        finally:
-            cancelled.set()
 
-    return EventSourceResponse(events(), ping=15, sep="\n")
+async def _events(
+    meta: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]], cancelled: threading.Event
+) -> AsyncIterator[dict[str, str]]:
+    try:
+        yield {"data": _chunk(meta, {"role": "assistant", "content": ""}, None)}
+        while True:
+            kind, payload = await queue.get()
+            if kind == "delta":
+                yield {"data": _chunk(meta, {"content": payload}, None)}
+            elif kind == "done":
+                yield {"data": _chunk(meta, {}, payload.finish_reason or "stop")}
+                if meta["usage"]:
+                    usage = _completion(meta, payload)["usage"]
+                    final = {**_chunk_body(meta, {}, None), "choices": [], "usage": usage}
+                    yield {"data": json.dumps(final)}
+                yield {"data": "[DONE]"}
+                return
+            else:
+                # The stream had started: the status is sent, so the error rides
+                # in-band, as OpenAI's own API does.
+                yield {"data": json.dumps(payload.body())}
+                return
+    finally:
+        # A client that hung up stops the stream at the next token (recorded partial).
+        cancelled.set()
 
 
 async def list_models(request: Request) -> Response:

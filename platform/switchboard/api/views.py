@@ -39,6 +39,7 @@ from inference import InferenceError
 from switchboard.api import serializers as s
 from switchboard.api.completions import (
     API_CHANNEL,
+    REFUSAL_MESSAGES,
     ClientGone,
     CompletionRequest,
     Started,
@@ -178,14 +179,7 @@ class BotViewSet(TenantScoped, viewsets.ModelViewSet):  # type: ignore[type-arg]
 
 
 def _refusal(exc: Refused) -> exceptions.APIException:
-    messages = {
-        replies.RATE_LIMITED: "Too many messages: the tenant's or this end user's rate "
-        "limit is reached.",
-        replies.QUOTA_EXHAUSTED: "The tenant's monthly token quota is used up.",
-        replies.MAU_LIMIT: "The tenant's monthly active user limit is reached.",
-        replies.CONNECTOR_NOT_LICENSED: "The tenant's licence does not include the API.",
-    }
-    message = messages.get(exc.reason, f"Refused: {exc.reason}.")
+    message = REFUSAL_MESSAGES.get(exc.reason, f"Refused by admission: {exc.reason}.")
     if exc.reason in (replies.RATE_LIMITED, replies.QUOTA_EXHAUSTED):
         error = exceptions.Throttled(wait=exc.retry_after_s or 60.0, detail=message)
         error.detail = exceptions.ErrorDetail(message, code=exc.reason)
