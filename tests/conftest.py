@@ -49,6 +49,35 @@ def _fresh_worker_pool() -> Iterator[None]:
     worker_pool_reset()
 
 
+@pytest.fixture(autouse=True)
+def _worker_settles(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test with a worker ends only once that worker has nothing queued or in hand.
+
+    Otherwise a task still running (a retry, a delivery) holds row locks while the
+    transactional test's TRUNCATE takes its table locks one by one: Postgres called
+    that a deadlock once in CI and the flush failed. pytest-django's own autouse
+    fixture sets the database up before this one, so this teardown runs before the
+    flush.
+    """
+    yield
+    if "worker" not in request.fixturenames:
+        return
+    from tests.support.waiting import wait_until
+
+    client = request.getfixturevalue("redis_client")
+
+    def idle() -> bool:
+        # acks_late (settings) keeps a task in kombu's `unacked` hash until it has run,
+        # so empty queues and an empty hash mean nothing is left to do. Asked twice,
+        # because a message is briefly in neither while kombu moves it.
+        for _ in range(2):
+            if any(client.llen(queue) for queue in QUEUES) or client.hlen("unacked"):
+                return False
+        return True
+
+    wait_until(idle, timeout=60, what="the worker to finish its tasks")
+
+
 @pytest.fixture(scope="session")
 def redis_client() -> Iterator[redis.Redis]:
     from django.conf import settings

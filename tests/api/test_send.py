@@ -99,6 +99,22 @@ def test_sync_send_past_its_timeout_answers_202(api: Any, bot: Any) -> None:
     response = _send(api, bot, user="erin", text="Anyone?", mode="sync", timeout=1)
     assert response.status_code == 202
     assert response.json()["reply"] is None
+    # The message is still queued: once the model is served again a retry answers it.
+    # Waiting for that also keeps the worker out of the teardown's TRUNCATE (a retry
+    # mid-flush deadlocked it once).
+    Bot.objects.filter(pk=bot.pk).update(model_name=bot.model_name)
+    message_id = response.json()["message"]["id"]
+    message = wait_until(
+        lambda: (
+            body
+            if (body := api.get(f"/api/v1/messages/{message_id}/").json())["status"]
+            in ("replied", "failed")
+            else None
+        ),
+        timeout=60,
+        what="the retried message answered",
+    )
+    assert message["status"] == "replied", message
 
 
 def test_refused_sends_store_nothing(api: Any, bot: Any, tenant: Any, licence_for: Any) -> None:
