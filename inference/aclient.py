@@ -1,13 +1,23 @@
 """Asynchronous client for one vLLM endpoint: the same protocol as `VLLMClient`, for
-asyncio callers (ASGI views, Channels consumers, async LangChain pipelines)."""
+asyncio callers (the OpenAI-compatible endpoint, ASGI views, async pipelines).
+
+Built on aiohttp rather than httpx's async client: on the tenant API's hot path httpx's
+own request and response layers cost about a millisecond per call on a 2-vCPU machine,
+as much as the whole rest of the proxy (BENCHMARKS.md, section 4). The wire format, the
+error mapping and the SSE decoding are shared with the sync client: responses are handed
+to `inference.wire` and to httpx-sse as `httpx.Response` objects (cheap; no client).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 import httpx
 from httpx_sse import EventSource, SSEError
 
@@ -16,6 +26,7 @@ from inference.types import (
     ChatRequest,
     ChatResult,
     Endpoint,
+    EndpointDown,
     InferenceError,
     InferenceTimeout,
     Timeouts,
@@ -28,31 +39,38 @@ from inference.wire import (
     Wire,
     chat_payload,
     effective_timeouts,
-    httpx_timeout,
     tokenize_payload,
 )
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+# vLLM (uvicorn) closes idle keep-alive connections after 5 s; reusing one it is closing
+# fails the request, so ours are dropped first.
+_KEEPALIVE_S = 4.0
 
-class _AsyncDeadlineStream(httpx.AsyncByteStream):
-    """See `client._DeadlineStream`: deadlines are checked on every received chunk."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, check: Callable[[], None]) -> None:
-        self._inner = inner
+def _timeout(timeouts: Timeouts, *, streaming: bool) -> aiohttp.ClientTimeout:
+    # On a stream, a silence longer than the first-token deadline is as bad as a slow
+    # start (the same rule as `wire.httpx_timeout`).
+    read = min(timeouts.first_token, timeouts.total) if streaming else timeouts.total
+    return aiohttp.ClientTimeout(total=timeouts.total, connect=timeouts.connect, sock_read=read)
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """An aiohttp body as httpx's stream type, checking deadlines on every network chunk:
+    aiohttp's read timeout restarts on each received byte, and SSE parsing only yields
+    on complete events, so a server trickling bytes could otherwise hold us forever."""
+
+    def __init__(self, response: aiohttp.ClientResponse, check: Callable[[], None]) -> None:
+        self._response = response
         self._check = check
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
+        async for chunk in self._response.content.iter_any():
             self._check()
             yield chunk
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-def _guard(response: httpx.Response, check: Callable[[], None]) -> None:
-    if not isinstance(response.stream, httpx.AsyncByteStream):
-        raise TypeError("AsyncVLLMClient needs an asynchronous transport")
-    response.stream = _AsyncDeadlineStream(response.stream, check)
+        self._response.release()
 
 
 class AsyncVLLMClient:
@@ -61,18 +79,15 @@ class AsyncVLLMClient:
         endpoint: Endpoint,
         *,
         timeouts: Timeouts = Timeouts(),
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.endpoint = endpoint
         self.timeouts = timeouts
         self._clock = clock
         self._wire = Wire(endpoint)
-        self._http = httpx.AsyncClient(
-            base_url=endpoint.url,
-            transport=transport,
-            timeout=httpx_timeout(timeouts, streaming=False),
-        )
+        self._base = endpoint.url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -86,16 +101,49 @@ class AsyncVLLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        session, self._session = self._session, None
+        if session is not None and self._loop is asyncio.get_running_loop():
+            await session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        # A session belongs to the event loop it was made on; a client outliving its
+        # loop (tests run one loop each) makes a new one on the next.
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            self._loop = loop
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=_KEEPALIVE_S),
+                # The pool's breakers and failover decide what a refused request means.
+                raise_for_status=False,
+                auto_decompress=False,
+            )
+        return self._session
+
+    def _error(self, exc: BaseException) -> InferenceError:
+        ep = self.endpoint
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return EndpointDown(f"connect timed out: {exc}", endpoint=ep)
+        if isinstance(exc, TimeoutError):  # aiohttp's read and total timeouts included
+            return InferenceTimeout(f"timed out: {type(exc).__name__} {exc}", endpoint=ep)
+        if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+            return EndpointDown(f"{type(exc).__name__}: {exc}", endpoint=ep)
+        return BadResponse(f"{type(exc).__name__}: {exc}", endpoint=ep)
+
+    @staticmethod
+    def _as_httpx(response: aiohttp.ClientResponse, body: bytes) -> httpx.Response:
+        return httpx.Response(response.status, headers=response.raw_headers, content=body)
 
     async def health(self) -> bool:
         try:
-            return (await self._http.get("/health")).status_code == 200
-        except httpx.HTTPError:
+            async with self._http().get(
+                f"{self._base}/health", timeout=_timeout(self.timeouts, streaming=False)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             return False
 
     async def models(self) -> list[str]:
-        return self._wire.parse_models(await self._json("GET", "/v1/models"))
+        return self._wire.parse_models((await self._request("GET", "/v1/models")).json())
 
     async def metrics_text(self) -> str:
         return (await self._request("GET", "/metrics")).text
@@ -108,29 +156,49 @@ class AsyncVLLMClient:
         prompt: str | None = None,
     ) -> list[int]:
         payload = tokenize_payload(model, messages, prompt)
-        return self._wire.parse_tokenize(await self._json("POST", "/tokenize", json=payload))
+        response = await self._request("POST", "/tokenize", payload=payload)
+        return self._wire.parse_tokenize(response.json())
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, payload: Any = None, timeouts: Timeouts | None = None
+    ) -> httpx.Response:
+        timeouts = timeouts or self.timeouts
+        started = self._clock()
         try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise self._wire.transport_error(exc) from exc
-        if response.status_code != 200:
-            raise self._wire.status_error(response)
-        return response
-
-    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._request(method, path, **kwargs)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise BadResponse(f"{path} returned invalid JSON", endpoint=self.endpoint) from exc
+            async with self._http().request(
+                method,
+                f"{self._base}{path}",
+                data=None if payload is None else json.dumps(payload).encode(),
+                headers=None if payload is None else _JSON_HEADERS,
+                timeout=_timeout(timeouts, streaming=False),
+            ) as response:
+                chunks = []
+                async for chunk in response.content.iter_any():
+                    # The total deadline holds against a server trickling bytes too.
+                    if self._clock() - started > timeouts.total:
+                        raise InferenceTimeout(
+                            f"no complete response within {timeouts.total:g}s",
+                            endpoint=self.endpoint,
+                        )
+                    chunks.append(chunk)
+                result = self._as_httpx(response, b"".join(chunks))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(exc) from exc
+        if result.status_code != 200:
+            raise self._wire.status_error(result)
+        return result
 
     async def chat(
         self, request: ChatRequest, *, stream: bool = True, budget_s: float | None = None
     ) -> ChatResult:
+        """One completion. `budget_s` caps every deadline to what a caller has left."""
         if not stream:
-            return await self._chat_once(request, effective_timeouts(self.timeouts, budget_s))
+            timeouts = effective_timeouts(self.timeouts, budget_s)
+            started = self._clock()
+            response = await self._request(
+                "POST", CHAT_PATH, payload=chat_payload(request, stream=False), timeouts=timeouts
+            )
+            return self._wire.parse_completion(response, (self._clock() - started) * 1000.0)
         async for item in self.stream_chat(request, budget_s=budget_s):
             if isinstance(item, ChatResult):
                 return item
@@ -139,25 +207,31 @@ class AsyncVLLMClient:
     async def stream_chat(
         self, request: ChatRequest, *, budget_s: float | None = None
     ) -> AsyncIterator[TokenDelta | ChatResult]:
+        """Text as it is generated, then one `ChatResult`; a failure after the first
+        `TokenDelta` is a `PartialFailure` (see `VLLMClient.stream_chat`)."""
         timeouts = effective_timeouts(self.timeouts, budget_s)
         state = StreamState(started=self._clock())
         wire = self._wire
         try:
-            async with self._http.stream(
-                "POST",
-                CHAT_PATH,
-                json=chat_payload(request, stream=True),
-                headers=STREAM_HEADERS,
-                timeout=httpx_timeout(timeouts, streaming=True),
+            async with self._http().post(
+                f"{self._base}{CHAT_PATH}",
+                data=json.dumps(chat_payload(request, stream=True)).encode(),
+                headers={**_JSON_HEADERS, **STREAM_HEADERS},
+                timeout=_timeout(timeouts, streaming=True),
             ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    raise wire.status_error(response)
-                _guard(
-                    response,
-                    lambda: wire.check_stream_deadlines(state, timeouts, self._clock()),
+                if response.status != 200:
+                    raise wire.status_error(self._as_httpx(response, await response.read()))
+                events = EventSource(
+                    httpx.Response(
+                        200,
+                        headers=response.raw_headers,
+                        stream=_Chunks(
+                            response,
+                            lambda: wire.check_stream_deadlines(state, timeouts, self._clock()),
+                        ),
+                    )
                 )
-                async for event in EventSource(response).aiter_sse():
+                async for event in events.aiter_sse():
                     for piece in wire.consume(event.data, state, self._clock()):
                         yield TokenDelta(piece)
                     if state.done:
@@ -170,30 +244,6 @@ class AsyncVLLMClient:
         except SSEError as exc:
             error = BadResponse(f"not an event stream: {exc}", endpoint=self.endpoint)
             raise wire.after_tokens(error, state) from exc
-        except httpx.HTTPError as exc:
-            raise wire.after_tokens(wire.transport_error(exc), state) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise wire.after_tokens(self._error(exc), state) from exc
         yield wire.finish_stream(state, self._clock())
-
-    async def _chat_once(self, request: ChatRequest, timeouts: Timeouts) -> ChatResult:
-        started = self._clock()
-
-        def check() -> None:
-            if self._clock() - started > timeouts.total:
-                raise InferenceTimeout(
-                    f"no complete response within {timeouts.total:g}s", endpoint=self.endpoint
-                )
-
-        try:
-            async with self._http.stream(
-                "POST",
-                CHAT_PATH,
-                json=chat_payload(request, stream=False),
-                timeout=httpx_timeout(timeouts, streaming=False),
-            ) as response:
-                _guard(response, check)
-                await response.aread()
-        except httpx.HTTPError as exc:
-            raise self._wire.transport_error(exc) from exc
-        if response.status_code != 200:
-            raise self._wire.status_error(response)
-        return self._wire.parse_completion(response, (self._clock() - started) * 1000.0)

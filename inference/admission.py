@@ -9,11 +9,12 @@ barge in. A full queue, or a deadline that passes while waiting, is a `Busy` out
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from inference.types import Busy, Endpoint, Priority, RouteContext
 
@@ -26,8 +27,9 @@ Ranker = Callable[[], Sequence[Endpoint]]
 class _Waiter:
     ctx: RouteContext
     rank: Ranker
+    # Tells the waiting thread or coroutine that `granted` is set.
+    wake: Callable[[], None]
     granted: Endpoint | None = None
-    event: threading.Event = field(default_factory=threading.Event)
 
 
 class Slot:
@@ -100,11 +102,54 @@ class AdmissionController:
     def acquire(self, rank: Ranker, ctx: RouteContext, deadline: float) -> Slot:
         """Block until a slot is granted; raise `Busy` or `NoCandidates`."""
         started = self._clock()
-        waiter = _Waiter(ctx=ctx, rank=rank)
+        granted = threading.Event()
+        waiter = _Waiter(ctx=ctx, rank=rank, wake=granted.set)
+        slot = self._grant_or_enqueue(waiter, started)
+        if slot is not None:
+            return slot
+        remaining = deadline - self._clock()
+        if remaining > 0:
+            granted.wait(remaining)
+        return self._settle(waiter, started)
+
+    async def acquire_async(self, rank: Ranker, ctx: RouteContext, deadline: float) -> Slot:
+        """`acquire` for asyncio callers: a waiting request holds no thread. The same
+        queue, so threads and coroutines are served in one order."""
+        started = self._clock()
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            # Called by whichever thread frees the slot, under the controller's lock.
+            loop.call_soon_threadsafe(_resolve, granted)
+
+        waiter = _Waiter(ctx=ctx, rank=rank, wake=wake)
+        slot = self._grant_or_enqueue(waiter, started)
+        if slot is not None:
+            return slot
+        remaining = deadline - self._clock()
+        try:
+            if remaining > 0:
+                await asyncio.wait_for(granted, remaining)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            # The caller went away while queued: leave the queue, or hand back a slot
+            # granted in the meantime.
+            with self._lock:
+                endpoint = waiter.granted
+                if endpoint is None:
+                    self._remove(waiter)
+            if endpoint is not None:
+                self._release(endpoint)
+            raise
+        return self._settle(waiter, started)
+
+    def _grant_or_enqueue(self, waiter: _Waiter, started: float) -> Slot | None:
         with self._lock:
             # Rank once: a stateful strategy (round robin) advances on every call, and
             # ranking twice per request made it skip every other endpoint.
-            ranked = rank()
+            ranked = waiter.rank()
             if not ranked:
                 raise NoCandidates
             if self._waiting == 0:
@@ -118,9 +163,9 @@ class AdmissionController:
                 )
             self._enqueue(waiter)
             self._dispatch()
-        remaining = deadline - self._clock()
-        if remaining > 0:
-            waiter.event.wait(remaining)
+        return None
+
+    def _settle(self, waiter: _Waiter, started: float) -> Slot:
         with self._lock:
             if waiter.granted is None:
                 self._remove(waiter)
@@ -191,8 +236,13 @@ class AdmissionController:
                         tenants[tenant] = queue
                     self._in_flight[endpoint.url] = self._in_flight.get(endpoint.url, 0) + 1
                     head.granted = endpoint
-                    head.event.set()
+                    head.wake()
                     progress = True
                     break
                 if progress:
                     break
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -17,11 +17,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from inference.aclient import AsyncVLLMClient
 from inference.admission import AdmissionController, NoCandidates
 from inference.breaker import BreakerState, CircuitBreaker
 from inference.client import VLLMClient
@@ -66,6 +67,7 @@ class Pool:
         *,
         strategy: RoutingStrategy | None = None,
         client_factory: Callable[[Endpoint], VLLMClient] | None = None,
+        aclient_factory: Callable[[Endpoint], AsyncVLLMClient] | None = None,
         timeouts: Timeouts = Timeouts(),
         max_queue: int = 1024,
         breaker_factory: Callable[[], CircuitBreaker] = CircuitBreaker,
@@ -79,11 +81,15 @@ class Pool:
         self._client_factory: Callable[[Endpoint], VLLMClient] = client_factory or (
             lambda endpoint: VLLMClient(endpoint, timeouts=timeouts)
         )
+        self._aclient_factory: Callable[[Endpoint], AsyncVLLMClient] = aclient_factory or (
+            lambda endpoint: AsyncVLLMClient(endpoint, timeouts=timeouts)
+        )
         self._breaker_factory = breaker_factory
         self._clock = clock
         self._lock = threading.Lock()
         # Keyed by URL: a change of weight or draining flag is the same server.
         self._clients: dict[str, VLLMClient] = {}
+        self._aclients: dict[str, AsyncVLLMClient] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._stats: dict[str, EngineStats] = {}
         # Strategies keep state (round-robin counters, ring caches): one per name.
@@ -107,8 +113,19 @@ class Pool:
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
+            # Async clients close with their event loop's sessions (`aclose` closes them
+            # from inside the loop); here they are only forgotten.
+            self._aclients.clear()
         for client in clients:
             client.close()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            aclients = list(self._aclients.values())
+            self._aclients.clear()
+        for aclient in aclients:
+            await aclient.aclose()
+        self.close()
 
     # -- state ----------------------------------------------------------------------------
 
@@ -262,23 +279,7 @@ class Pool:
                 raise
             except InferenceError as exc:
                 recorded = True
-                if not exc.retryable:
-                    # The request's own fault (e.g. context too long): the endpoint is fine.
-                    breaker.release()
-                    raise
-                if isinstance(exc, InferenceTimeout) and self._clock() >= deadline:
-                    # The caller's own deadline ran out: no verdict on the endpoint.
-                    breaker.release()
-                else:
-                    breaker.record_failure()
-                attempts.append(exc)
-                logger.warning(
-                    "endpoint %s failed before the first token (%s: %s); failing over",
-                    endpoint.name,
-                    type(exc).__name__,
-                    exc.message,
-                )
-                if self._clock() >= deadline:
+                if self._settle_failure(exc, endpoint, breaker, deadline, attempts):
                     raise PoolUnavailable(attempts) from exc
             finally:
                 if not recorded:
@@ -286,6 +287,111 @@ class Pool:
                     # endpoint, but a half-open breaker's probe must not stay taken.
                     breaker.release()
                 slot.release()
+
+    async def achat(
+        self, request: ChatRequest, ctx: RouteContext = RouteContext(), *, stream: bool = True
+    ) -> ChatResult:
+        """`chat` for asyncio callers."""
+        async for item in self.arun(request, ctx, stream=stream):
+            if isinstance(item, ChatResult):
+                return item
+        raise PoolUnavailable(message="no result")  # unreachable: streams end with a result
+
+    async def arun(
+        self, request: ChatRequest, ctx: RouteContext, *, stream: bool
+    ) -> AsyncIterator[TokenDelta | ChatResult]:
+        """`run` for asyncio callers: the same admission queue, breakers and failover,
+        with the endpoint's `AsyncVLLMClient`; nothing blocks the event loop.
+
+        The endpoints come from the discovery as `run` reads them: a discovery that loads
+        them from somewhere slow must not do so on the event loop (see
+        `switchboard.pool.runtime.DatabaseDiscovery`)."""
+        started = self._clock()
+        deadline = started + (ctx.deadline_s if ctx.deadline_s is not None else self.timeouts.total)
+        tried: set[str] = set()
+        attempts: list[InferenceError] = []
+        queued_s = 0.0
+        while True:
+            exclude = frozenset(tried)
+            try:
+                slot = await self.admission.acquire_async(
+                    lambda ex=exclude: self.candidates(request, ctx, ex), ctx, deadline
+                )
+            except NoCandidates:
+                raise self._unavailable(request, attempts) from None
+            except Busy as busy:
+                if not attempts:
+                    raise
+                raise PoolUnavailable([*attempts, busy]) from busy
+            queued_s += slot.waited_s
+            endpoint = slot.endpoint
+            tried.add(endpoint.url)
+            breaker = self.breaker(endpoint)
+            client = self._aclient(endpoint)
+            budget = deadline - self._clock()
+            recorded = False
+            try:
+                if stream:
+                    async for item in client.stream_chat(request, budget_s=budget):
+                        if isinstance(item, ChatResult):
+                            breaker.record_success()
+                            recorded = True
+                            slot.release()
+                            yield dataclasses.replace(
+                                item, queued_ms=queued_s * 1000.0, attempts=len(tried)
+                            )
+                            return
+                        yield item
+                else:
+                    result = await client.chat(request, stream=False, budget_s=budget)
+                    breaker.record_success()
+                    recorded = True
+                    slot.release()
+                    yield dataclasses.replace(
+                        result, queued_ms=queued_s * 1000.0, attempts=len(tried)
+                    )
+                    return
+            except PartialFailure:
+                breaker.record_failure()
+                recorded = True
+                raise
+            except InferenceError as exc:
+                recorded = True
+                if self._settle_failure(exc, endpoint, breaker, deadline, attempts):
+                    raise PoolUnavailable(attempts) from exc
+            finally:
+                if not recorded:
+                    breaker.release()
+                slot.release()
+
+    def _settle_failure(
+        self,
+        exc: InferenceError,
+        endpoint: Endpoint,
+        breaker: CircuitBreaker,
+        deadline: float,
+        attempts: list[InferenceError],
+    ) -> bool:
+        """Judge an endpoint by a failure before the first token. Re-raises what no other
+        endpoint would answer differently; True when the deadline leaves no time to fail
+        over, False to try the next endpoint."""
+        if not exc.retryable:
+            # The request's own fault (e.g. context too long): the endpoint is fine.
+            breaker.release()
+            raise exc
+        if isinstance(exc, InferenceTimeout) and self._clock() >= deadline:
+            # The caller's own deadline ran out: no verdict on the endpoint.
+            breaker.release()
+        else:
+            breaker.record_failure()
+        attempts.append(exc)
+        logger.warning(
+            "endpoint %s failed before the first token (%s: %s); failing over",
+            endpoint.name,
+            type(exc).__name__,
+            exc.message,
+        )
+        return self._clock() >= deadline
 
     def _unavailable(self, request: ChatRequest, attempts: list[InferenceError]) -> PoolUnavailable:
         if attempts:
@@ -312,4 +418,14 @@ class Pool:
             client = self._clients.get(endpoint.url)
             if client is None:
                 client = self._clients[endpoint.url] = self._client_factory(endpoint)
+            return client
+
+    def _aclient(self, endpoint: Endpoint) -> AsyncVLLMClient:
+        client = self._aclients.get(endpoint.url)
+        if client is not None:
+            return client
+        with self._lock:
+            client = self._aclients.get(endpoint.url)
+            if client is None:
+                client = self._aclients[endpoint.url] = self._aclient_factory(endpoint)
             return client

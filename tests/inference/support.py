@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -183,3 +184,47 @@ class HangingServer:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class CannedServer:
+    """A real HTTP server that answers every request with one fixed response, then
+    closes the connection: a scripted model server for clients that cannot take an
+    httpx transport (the aiohttp-based async client)."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        head = [f"HTTP/1.1 {status} Canned"]
+        head += [f"{name}: {value}" for name, value in headers.items()]
+        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        self.response = "\r\n".join(head).encode() + body
+        self.requests: list[bytes] = []
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(inner) -> None:  # `self` is the CannedServer here
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = inner.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(rest) < length:
+                    rest += inner.request.recv(65536)
+                self.requests.append(rest)
+                inner.request.sendall(self.response)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def endpoint(self, name: str = "canned") -> Endpoint:
+        return Endpoint(name=name, url=self.url, model=SIM_MODEL)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -4,26 +4,28 @@ its own event loop with asyncio.run."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from inference import (
     AsyncVLLMClient,
+    BadResponse,
     ChatRequest,
     ChatResult,
     ContextTooLong,
     Endpoint,
     EndpointDown,
     InferenceTimeout,
+    Overloaded,
     PartialFailure,
     RequestRejected,
     Timeouts,
     TokenDelta,
     VLLMClient,
 )
-from tests.inference.support import SSE_HEADERS, HangingServer
+from tests.inference.support import SSE_HEADERS, CannedServer, HangingServer
 
 SseBuilder = Callable[..., bytes]
 
@@ -119,22 +121,64 @@ def test_async_prompt_longer_than_the_context_is_context_too_long(simulator: End
 
 
 def test_async_stream_broken_after_tokens_is_a_partial_failure(sse_body: SseBuilder) -> None:
-    endpoint = Endpoint(name="fake", url="http://fake.test:8000", model="m")
     body = sse_body(["Half ", "a ", "rep"], finish_reason=None, done=False)
-    transport = httpx.MockTransport(
-        lambda request: httpx.Response(200, headers=SSE_HEADERS, content=body)
-    )
+    server = CannedServer(200, SSE_HEADERS, body)
+    endpoint = server.endpoint()
     seen: list[str] = []
 
     async def main() -> None:
-        async with AsyncVLLMClient(endpoint, transport=transport) as client:
+        async with AsyncVLLMClient(endpoint) as client:
             async for item in client.stream_chat(_request(endpoint)):
                 if isinstance(item, TokenDelta):
                     seen.append(item.text)
 
-    with pytest.raises(PartialFailure) as caught:
-        asyncio.run(main())
+    try:
+        with pytest.raises(PartialFailure) as caught:
+            asyncio.run(main())
+    finally:
+        server.close()
     assert "".join(seen) == caught.value.partial_text == "Half a rep"
+    assert json.loads(server.requests[0])["stream"] is True
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    ("status", "error", "retryable"),
+    [(503, Overloaded, True), (500, BadResponse, True), (400, RequestRejected, False)],
+)
+def test_async_error_statuses_map_as_the_sync_client_maps_them(
+    stream: bool, status: int, error: type[Exception], retryable: bool
+) -> None:
+    body = json.dumps({"error": {"message": "nope", "code": status}}).encode()
+    server = CannedServer(status, {"content-type": "application/json"}, body)
+    endpoint = server.endpoint()
+
+    async def main() -> None:
+        async with AsyncVLLMClient(endpoint) as client:
+            await client.chat(_request(endpoint), stream=stream)
+
+    try:
+        with pytest.raises(error) as caught:
+            asyncio.run(main())
+    finally:
+        server.close()
+    assert caught.value.message == "nope"  # type: ignore[attr-defined]
+    assert caught.value.retryable is retryable  # type: ignore[attr-defined]
+
+
+def test_async_non_json_answer_is_a_bad_response() -> None:
+    server = CannedServer(200, {"content-type": "application/json"}, b"<html>proxy</html>")
+    endpoint = server.endpoint()
+
+    async def main() -> None:
+        async with AsyncVLLMClient(endpoint) as client:
+            await client.chat(_request(endpoint), stream=False)
+
+    try:
+        with pytest.raises(BadResponse):
+            asyncio.run(main())
+    finally:
+        server.close()
 
 
 def test_async_first_token_deadline_fires_on_a_server_that_never_answers() -> None:

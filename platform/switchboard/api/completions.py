@@ -332,7 +332,7 @@ def completion_run(
                 else:
                     result = item
     except InferenceError as exc:
-        _record(
+        completion_record(
             started,
             None,
             error=str(exc),
@@ -343,7 +343,7 @@ def completion_run(
     except ClientGone:
         # The tokens so far were generated, whoever read them: vLLM streams about one
         # token per piece, which is the best count there is without a usage block.
-        _record(
+        completion_record(
             started,
             None,
             error="the client disconnected",
@@ -352,7 +352,7 @@ def completion_run(
         )
         raise
     assert result is not None  # the pool ends every stream with its result or raises
-    reply = _record(started, result, outcome=UsageRecord.Outcome.OK, answered=answered)
+    reply = completion_record(started, result, outcome=UsageRecord.Outcome.OK, answered=answered)
     assert reply is not None
     return reply
 
@@ -474,7 +474,7 @@ def bookkeeping_flush() -> None:
     _bookkeeping().flush()
 
 
-def _record(
+def completion_record(
     started: Started,
     result: ChatResult | None,
     *,

@@ -2,9 +2,13 @@
 
 A small Starlette app in front of Django (see `switchboard.asgi`): this path is a proxy
 whose whole budget is a few milliseconds, and Django's middleware stack (sessions, CSRF,
-locale, two-factor, audit) is for the console, not for Bearer-token machine calls. The
-work itself is Django's: one thread per request runs authentication, admission, the pool
-call and the ledger write (`completions`), so the event loop only moves bytes.
+locale, two-factor, audit) is for the console, not for Bearer-token machine calls.
+
+A call is three steps. What needs the database runs in a thread (`api_executor`):
+authentication, validation and admission before the model call (`_begin`), the ledger
+write after the answer has gone out (`_record_soon`). The model call itself runs on the
+event loop (`Pool.arun`, aiohttp), so a completion that streams for a minute holds no
+thread, and a client that hangs up cancels it at once.
 
 Authentication is the tenant's API key (scope `chat`) as a Bearer token. `model` names
 one of the tenant's bots, or a model the pool serves (answered by a bot of that name,
@@ -21,7 +25,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -32,18 +37,26 @@ from django_guid import get_guid, set_guid
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from inference import ContextTooLong, InferenceError, InferenceTimeout, RequestRejected
+from inference import (
+    ChatResult,
+    ContextTooLong,
+    InferenceError,
+    InferenceTimeout,
+    RequestRejected,
+    TokenDelta,
+)
 from switchboard.api.completions import (
     REFUSAL_MESSAGES,
-    ClientGone,
     CompletionRequest,
     Recent,
+    Started,
     api_executor,
-    completion_run,
+    completion_record,
     completion_start,
 )
 from switchboard.apikeys.models import ApiKey, Scope
@@ -51,9 +64,13 @@ from switchboard.apikeys.services import api_key_authenticate
 from switchboard.bots.models import Bot
 from switchboard.conversations.services import Refused
 from switchboard.licensing import replies
+from switchboard.metering import ledger
+from switchboard.metering.models import UsageRecord
 from switchboard.pool.models import InferenceEndpoint
+from switchboard.pool.runtime import worker_pool
 
 logger = logging.getLogger(__name__)
+Outcome = UsageRecord.Outcome
 
 # --- request --------------------------------------------------------------------------
 
@@ -279,76 +296,69 @@ def _prepare(body: ChatCompletionBody, key: ApiKey) -> CompletionRequest:
     )
 
 
-Emit = Callable[[tuple[str, Any]], None]
-
-
-def _work(
-    header: str, raw: bytes, emit: Emit, cancelled: threading.Event, request_id: str = ""
-) -> None:
-    """Everything but the bytes on the wire, reported through `emit`: `start` (the
-    completion's id), `delta`s when streaming, then `done` or `error`."""
+def _begin(header: str, raw: bytes, request_id: str) -> tuple[dict[str, Any], Started]:
+    """Everything before the model call, in a thread (it may need the database):
+    authentication, validation, the bot, admission. Raises `ApiError`."""
     # Executor threads do not inherit the event loop's context: the id is set here so
     # this thread's log lines carry it.
     set_guid(request_id)
     _connections_checked()
+    key = _authenticate(header)
     try:
-        key = _authenticate(header)
-        try:
-            body = ChatCompletionBody.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise ApiError(
-                400,
-                "invalid_request",
-                f"{where}: {first['msg']}" if where else first["msg"],
-                param=where or None,
-            ) from None
-        request = _prepare(body, key)
-        try:
-            started = completion_start(request)
-        except Refused as exc:
-            raise _refused(exc) from None
-        meta = {
-            "id": f"chatcmpl-{started.inbound.pk.hex}",
-            "created": int(time.time()),
-            "model": body.model,
-            "stream": body.stream,
-            "usage": bool((body.stream_options or {}).get("include_usage")),
-        }
-        emit(("start", meta))
-        deliver: Callable[[str], None] | None = None
-        if body.stream:
-            deliver = lambda text: emit(("delta", text))  # noqa: E731
-        try:
-            completion_run(
-                started,
-                on_delta=deliver,
-                cancelled=cancelled,
-                # The answer goes out while the turn, reply and usage are written.
-                answered=lambda reply: emit(("done", reply)),
-            )
-        except InferenceError as exc:
-            raise _inference_error(exc) from None
-    except ApiError as exc:
-        emit(("error", exc))
-    except ClientGone:
-        pass
-    except Exception:
-        # After "done" was sent this reaches nobody but the log, which is where a
-        # failed ledger write must show.
-        logger.exception("chat completion failed")
-        emit(
-            (
-                "error",
-                ApiError(
-                    500,
-                    "internal_error",
-                    "Something went wrong on our side; it is logged.",
-                    type="server_error",
-                ),
-            )
-        )
+        body = ChatCompletionBody.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ApiError(
+            400,
+            "invalid_request",
+            f"{where}: {first['msg']}" if where else first["msg"],
+            param=where or None,
+        ) from None
+    request = _prepare(body, key)
+    try:
+        started = completion_start(request)
+    except Refused as exc:
+        raise _refused(exc) from None
+    # Loads the pool's endpoint list here if it is due: the async call below reads it
+    # from the event loop, where no query may run.
+    worker_pool().endpoints()
+    meta = {
+        "id": f"chatcmpl-{started.inbound.pk.hex}",
+        "created": int(time.time()),
+        "model": body.model,
+        "stream": body.stream,
+        "usage": bool((body.stream_options or {}).get("include_usage")),
+    }
+    return meta, started
+
+
+def _record_soon(started: Started, result: ChatResult | None, **outcome: Any) -> None:
+    """Store the call from a thread without waiting for it: the answer is on its way
+    (or the client is gone), and the ledger write is not the caller's to wait for."""
+    request_id = get_guid() or ""
+
+    def write() -> None:
+        set_guid(request_id)
+        _connections_checked()
+        completion_record(started, result, **outcome)
+
+    def logged(future: Future[None]) -> None:
+        if future.exception() is not None:
+            # Reaches nobody but the log, which is where a failed ledger write must show.
+            logger.error("could not record a chat completion", exc_info=future.exception())
+
+    api_executor().submit(write).add_done_callback(logged)
+
+
+def _failed(started: Started, exc: InferenceError) -> None:
+    _record_soon(
+        started,
+        None,
+        error=str(exc),
+        outcome=ledger.outcome_of(exc),
+        endpoint=exc.endpoint.name if exc.endpoint else "",
+    )
 
 
 _checked = threading.local()
@@ -363,7 +373,12 @@ def _connections_checked() -> None:
         close_old_connections()
 
 
-def _completion(meta: dict[str, Any], reply: Any) -> dict[str, Any]:
+_INTERNAL = ApiError(
+    500, "internal_error", "Something went wrong on our side; it is logged.", type="server_error"
+)
+
+
+def _completion(meta: dict[str, Any], reply: ChatResult) -> dict[str, Any]:
     prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
     return {
         "id": meta["id"],
@@ -428,54 +443,78 @@ async def chat_completions(request: Request) -> Response:
     except ClientDisconnect:
         return Response(status_code=400)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def emit(event: tuple[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
-
     header = request.headers.get("authorization", "")
-    loop.run_in_executor(api_executor(), _work, header, raw, emit, cancelled, get_guid() or "")
-    # The body is parsed once, in the thread: its first event says whether to stream.
-    kind, payload = await queue.get()
-    if kind == "error":
-        return payload.response()  # type: ignore[no-any-return]
-    meta: dict[str, Any] = payload
+    try:
+        meta, started = await loop.run_in_executor(
+            api_executor(), _begin, header, raw, get_guid() or ""
+        )
+    except ApiError as exc:
+        return exc.response()
+    except Exception:
+        logger.exception("chat completion failed")
+        return _INTERNAL.response()
     if meta["stream"]:
-        return EventSourceResponse(_events(meta, queue, cancelled), ping=15, sep="\n")
-    while True:
-        kind, payload = await queue.get()
-        if kind == "done":
-            return JSONResponse(_completion(meta, payload))
-        if kind == "error":
-            return payload.response()  # type: ignore[no-any-return]
+        return EventSourceResponse(_events(meta, started), ping=15, sep="\n")
+    try:
+        result = await worker_pool().achat(started.chat, started.route, stream=False)
+    except InferenceError as exc:
+        _failed(started, exc)
+        return _inference_error(exc).response()
+    except BaseException:
+        # Cancelled (the server is stopping) or a bug: the call is still on the ledger.
+        _record_soon(started, None, error="the call was abandoned", outcome=Outcome.ERROR)
+        raise
+
+    async def record() -> None:
+        _record_soon(started, result, outcome=Outcome.OK)
+
+    # Stored once the answer is sent.
+    return JSONResponse(_completion(meta, result), background=BackgroundTask(record))
 
 
-async def _events(
-    meta: dict[str, Any], queue: asyncio.Queue[tuple[str, Any]], cancelled: threading.Event
-) -> AsyncIterator[dict[str, str]]:
+async def _events(meta: dict[str, Any], started: Started) -> AsyncIterator[dict[str, str]]:
+    pieces = 0
+    result: ChatResult | None = None
     try:
         yield {"data": _chunk(meta, {"role": "assistant", "content": ""}, None)}
-        while True:
-            kind, payload = await queue.get()
-            if kind == "delta":
-                yield {"data": _chunk(meta, {"content": payload}, None)}
-            elif kind == "done":
-                yield {"data": _chunk(meta, {}, payload.finish_reason or "stop")}
-                if meta["usage"]:
-                    usage = _completion(meta, payload)["usage"]
-                    final = {**_chunk_body(meta, {}, None), "choices": [], "usage": usage}
-                    yield {"data": json.dumps(final)}
-                yield {"data": "[DONE]"}
-                return
+        async for item in worker_pool().arun(started.chat, started.route, stream=True):
+            if isinstance(item, TokenDelta):
+                if item.text:
+                    pieces += 1
+                    yield {"data": _chunk(meta, {"content": item.text}, None)}
             else:
-                # The stream had started: the status is sent, so the error rides
-                # in-band, as OpenAI's own API does.
-                yield {"data": json.dumps(payload.body())}
-                return
-    finally:
-        # A client that hung up stops the stream at the next token (recorded partial).
-        cancelled.set()
+                result = item
+    except InferenceError as exc:
+        _failed(started, exc)
+        # The stream had started: the status is sent, so the error rides in-band, as
+        # OpenAI's own API does.
+        yield {"data": json.dumps(_inference_error(exc).body())}
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        # The client hung up (the stream is cancelled at the next token). The tokens so
+        # far were generated, whoever read them: vLLM streams about one token per piece,
+        # which is the best count there is without a usage block.
+        _record_soon(
+            started,
+            None,
+            error="the client disconnected",
+            outcome=Outcome.PARTIAL,
+            completion_tokens=pieces,
+        )
+        raise
+    except Exception:
+        logger.exception("chat completion failed")
+        _record_soon(started, None, error="internal error", outcome=Outcome.ERROR)
+        yield {"data": json.dumps(_INTERNAL.body())}
+        return
+    assert result is not None  # the pool ends every stream with its result or raises
+    yield {"data": _chunk(meta, {}, result.finish_reason or "stop")}
+    if meta["usage"]:
+        usage = _completion(meta, result)["usage"]
+        final = {**_chunk_body(meta, {}, None), "choices": [], "usage": usage}
+        yield {"data": json.dumps(final)}
+    yield {"data": "[DONE]"}
+    _record_soon(started, result, outcome=Outcome.OK)
 
 
 async def list_models(request: Request) -> Response:
@@ -551,10 +590,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     request_id = _request_id(scope.get("headers", []))
     set_guid(request_id)
     started = time.perf_counter()
+    finished: float | None = None
     status = 500
 
     async def send_with_id(message: dict[str, Any]) -> None:
-        nonlocal status
+        nonlocal status, finished
         if message["type"] == "http.response.start":
             status = message["status"]
             message["headers"] = [
@@ -562,12 +602,16 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 (b"x-request-id", request_id.encode()),
             ]
         await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            # The response time the client saw: work after the answer (the ledger
+            # write's hand-off) is not in it.
+            finished = time.perf_counter()
 
     try:
         await _starlette(scope, receive, send_with_id)
     finally:
         if settings.SWITCHBOARD_ACCESS_LOG and access_logger.isEnabledFor(logging.INFO):
-            duration_ms = (time.perf_counter() - started) * 1000.0
+            duration_ms = ((finished or time.perf_counter()) - started) * 1000.0
             access_logger.info(
                 '"%s %s" %d %.1fms',
                 scope["method"],

@@ -8,6 +8,7 @@ from the database, refreshed at most every SWITCHBOARD_POOL_REFRESH_S seconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -37,7 +38,10 @@ class DatabaseDiscovery:
 
     def endpoints(self) -> Sequence[Endpoint]:
         with self._lock:
-            if time.monotonic() - self._loaded_at >= self.refresh_s:
+            # Never from an event loop (the tenant API's async model calls): the query
+            # would stall every request of the process. There the list loaded last is
+            # used; the API reads it from a thread before each call, which loads it when due.
+            if time.monotonic() - self._loaded_at >= self.refresh_s and not _on_event_loop():
                 self._load()
             return list(self._endpoints)
 
@@ -53,6 +57,14 @@ class DatabaseDiscovery:
             for endpoint, stats in rows:
                 if stats is not None:
                     self.pool.update_stats(endpoint, stats, kick=False)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 @cache
