@@ -372,7 +372,7 @@ def test_a_dead_pool_answers_503_and_the_failure_is_in_the_ledger(
             model=bot.name, messages=[{"role": "user", "content": "anyone?"}]
         )
     assert caught.value.status_code == 503
-    [inbound] = _inbound(tenant)
+    [inbound] = _inbound(tenant, 1)
     assert inbound.status == "failed"
     assert UsageRecord.objects.get(message_id=inbound.pk).outcome == "error"
 

@@ -13,7 +13,12 @@ returning user costs no database round trip before the pool is asked and one aft
   short while; what changes (MAU counting, rate windows, quota) is decided by admission
   on every request, as for every channel;
 - the turn, the reply, the usage record and the conversation's last-message time are
-  written by one statement when the answer is complete, before it is returned.
+  written by one statement once the answer is complete, from a thread: the
+  OpenAI-compatible endpoint sends the answer first, the REST stream's `done` event
+  carries the stored reply.
+
+The model call itself runs on the event loop (`completion_stream`, `Pool.arun`): a call
+streaming for minutes holds no thread, and a client that hangs up cancels it.
 
 Nothing is stored before the pool answers: a web process that dies mid-call leaves
 nothing (its client sees the connection drop and may retry); admission's MAU count, if
@@ -22,13 +27,14 @@ it was the user's first message this month, stands, as the user did write to the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -38,8 +44,9 @@ from typing import Any
 import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, close_old_connections, connection, models, transaction
 from django.utils import timezone
+from django_guid import get_guid, set_guid
 
 from connectors.base import InboundMessage
 from connectors.webhook import generate_secret
@@ -67,10 +74,6 @@ REFUSAL_MESSAGES = {
 }
 
 logger = logging.getLogger(__name__)
-
-
-class ClientGone(Exception):
-    """The HTTP client stopped listening; the stream is abandoned."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,8 @@ class Started:
 
 @cache
 def api_executor() -> ThreadPoolExecutor:
-    """The threads that answer API calls the client waits for. Each keeps its own
+    """The threads doing the database work of API calls the client waits for (checks
+    and admission before the model call, the write after it). Each keeps its own
     database connection: size PostgreSQL's max_connections for them (README, "Tenant
     API")."""
     return ThreadPoolExecutor(
@@ -302,48 +306,31 @@ def completion_start(request: CompletionRequest) -> Started:
     return Started(inbound=inbound, end_user_id=end_user.pk, bot=bot, chat=chat, route=route)
 
 
-def completion_run(
-    started: Started,
-    *,
-    on_delta: Callable[[str], None] | None = None,
-    cancelled: threading.Event | None = None,
-    answered: Callable[[Message], None] | None = None,
-) -> Message:
-    """Ask the pool and store the turn, the reply and its usage; returns the reply.
+async def completion_stream(started: Started) -> AsyncIterator[str | ChatResult]:
+    """Ask the pool from the event loop: the text as it comes, then the `ChatResult`.
 
-    With `on_delta` the pool streams and each piece of text is handed over as it comes;
-    `cancelled` set by the caller abandons the stream at the next piece. Inference
-    errors are recorded (message failed, usage row) and raised.
+    A call that does not complete is recorded here (`record_soon`): an inference error
+    (then raised) or, when the consumer stops iterating (its client hung up), a partial
+    call with the pieces sent so far. A complete result is the caller's to store: the
+    REST stream waits for the stored reply, the OpenAI-compatible endpoint does not.
     """
-    pool = worker_pool()
     pieces = 0
     result: ChatResult | None = None
     try:
-        if on_delta is None:
-            result = pool.chat(started.chat, started.route, stream=False)
-        else:
-            for item in pool.stream(started.chat, started.route):
-                if cancelled is not None and cancelled.is_set():
-                    raise ClientGone
-                if isinstance(item, TokenDelta):
-                    if item.text:
-                        pieces += 1
-                        on_delta(item.text)
-                else:
-                    result = item
+        async for item in worker_pool().arun(started.chat, started.route, stream=True):
+            if isinstance(item, TokenDelta):
+                if item.text:
+                    pieces += 1
+                    yield item.text
+            else:
+                result = item
     except InferenceError as exc:
-        completion_record(
-            started,
-            None,
-            error=str(exc),
-            outcome=ledger.outcome_of(exc),
-            endpoint=exc.endpoint.name if exc.endpoint else "",
-        )
+        record_failure_soon(started, exc)
         raise
-    except ClientGone:
+    except (asyncio.CancelledError, GeneratorExit):
         # The tokens so far were generated, whoever read them: vLLM streams about one
         # token per piece, which is the best count there is without a usage block.
-        completion_record(
+        record_soon(
             started,
             None,
             error="the client disconnected",
@@ -351,10 +338,53 @@ def completion_run(
             completion_tokens=pieces,
         )
         raise
+    except Exception:
+        record_soon(started, None, error="internal error", outcome=UsageRecord.Outcome.ERROR)
+        raise
     assert result is not None  # the pool ends every stream with its result or raises
-    reply = completion_record(started, result, outcome=UsageRecord.Outcome.OK, answered=answered)
-    assert reply is not None
-    return reply
+    yield result
+
+
+def record_soon(started: Started, result: ChatResult | None, **outcome: Any) -> Future[Any]:
+    """Store the call from a thread (`completion_record`) without waiting for it: from
+    the event loop, once the answer is on its way or the client is gone."""
+    request_id = get_guid() or ""
+
+    def write() -> Message | None:
+        set_guid(request_id)
+        connections_checked()
+        return completion_record(started, result, **outcome)
+
+    def logged(future: Future[Any]) -> None:
+        if future.exception() is not None:
+            # Reaches nobody but the log, which is where a failed ledger write must show.
+            logger.error("could not record a chat completion", exc_info=future.exception())
+
+    future = api_executor().submit(write)
+    future.add_done_callback(logged)
+    return future
+
+
+def record_failure_soon(started: Started, exc: InferenceError) -> None:
+    record_soon(
+        started,
+        None,
+        error=str(exc),
+        outcome=ledger.outcome_of(exc),
+        endpoint=exc.endpoint.name if exc.endpoint else "",
+    )
+
+
+_checked = threading.local()
+
+
+def connections_checked() -> None:
+    """Django's per-request connection upkeep (drop a broken or too old connection), at
+    most once a second per thread: each time costs the next query a health check."""
+    now = time.monotonic()
+    if now - getattr(_checked, "at", 0.0) >= 1.0:
+        _checked.at = now
+        close_old_connections()
 
 
 # --- the one write --------------------------------------------------------------------
@@ -482,10 +512,8 @@ def completion_record(
     error: str = "",
     endpoint: str = "",
     completion_tokens: int = 0,
-    answered: Callable[[Message], None] | None = None,
 ) -> Message | None:
-    """Store the call. `answered` gets the reply first, to send it while the write runs:
-    the client does not wait for the ledger (see README, "How it runs")."""
+    """Store the call: the turn, the reply and the usage record in one statement."""
     inbound = started.inbound
     now = timezone.now()
     reply: Message | None = None
@@ -539,8 +567,6 @@ def completion_record(
         outcome=outcome,
         created_at=now,
     )
-    if answered is not None and reply is not None:
-        answered(reply)
     sql = _statement(reply is not None)
     params: list[Any] = [now, inbound.conversation_id, *_params(inbound)]
     if reply is not None:

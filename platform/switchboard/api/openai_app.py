@@ -22,16 +22,14 @@ import asyncio
 import hashlib
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from django_guid import get_guid, set_guid
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,7 +46,6 @@ from inference import (
     InferenceError,
     InferenceTimeout,
     RequestRejected,
-    TokenDelta,
 )
 from switchboard.api.completions import (
     REFUSAL_MESSAGES,
@@ -56,15 +53,17 @@ from switchboard.api.completions import (
     Recent,
     Started,
     api_executor,
-    completion_record,
     completion_start,
+    completion_stream,
+    connections_checked,
+    record_failure_soon,
+    record_soon,
 )
 from switchboard.apikeys.models import ApiKey, Scope
 from switchboard.apikeys.services import api_key_authenticate
 from switchboard.bots.models import Bot
 from switchboard.conversations.services import Refused
 from switchboard.licensing import replies
-from switchboard.metering import ledger
 from switchboard.metering.models import UsageRecord
 from switchboard.pool.models import InferenceEndpoint
 from switchboard.pool.runtime import worker_pool
@@ -302,7 +301,7 @@ def _begin(header: str, raw: bytes, request_id: str) -> tuple[dict[str, Any], St
     # Executor threads do not inherit the event loop's context: the id is set here so
     # this thread's log lines carry it.
     set_guid(request_id)
-    _connections_checked()
+    connections_checked()
     key = _authenticate(header)
     try:
         body = ChatCompletionBody.model_validate_json(raw)
@@ -331,46 +330,6 @@ def _begin(header: str, raw: bytes, request_id: str) -> tuple[dict[str, Any], St
         "usage": bool((body.stream_options or {}).get("include_usage")),
     }
     return meta, started
-
-
-def _record_soon(started: Started, result: ChatResult | None, **outcome: Any) -> None:
-    """Store the call from a thread without waiting for it: the answer is on its way
-    (or the client is gone), and the ledger write is not the caller's to wait for."""
-    request_id = get_guid() or ""
-
-    def write() -> None:
-        set_guid(request_id)
-        _connections_checked()
-        completion_record(started, result, **outcome)
-
-    def logged(future: Future[None]) -> None:
-        if future.exception() is not None:
-            # Reaches nobody but the log, which is where a failed ledger write must show.
-            logger.error("could not record a chat completion", exc_info=future.exception())
-
-    api_executor().submit(write).add_done_callback(logged)
-
-
-def _failed(started: Started, exc: InferenceError) -> None:
-    _record_soon(
-        started,
-        None,
-        error=str(exc),
-        outcome=ledger.outcome_of(exc),
-        endpoint=exc.endpoint.name if exc.endpoint else "",
-    )
-
-
-_checked = threading.local()
-
-
-def _connections_checked() -> None:
-    """Django's per-request connection upkeep (drop a broken or too old connection), at
-    most once a second per thread: each time costs the next query a health check."""
-    now = time.monotonic()
-    if now - getattr(_checked, "at", 0.0) >= 1.0:
-        _checked.at = now
-        close_old_connections()
 
 
 _INTERNAL = ApiError(
@@ -458,63 +417,46 @@ async def chat_completions(request: Request) -> Response:
     try:
         result = await worker_pool().achat(started.chat, started.route, stream=False)
     except InferenceError as exc:
-        _failed(started, exc)
+        record_failure_soon(started, exc)
         return _inference_error(exc).response()
     except BaseException:
         # Cancelled (the server is stopping) or a bug: the call is still on the ledger.
-        _record_soon(started, None, error="the call was abandoned", outcome=Outcome.ERROR)
+        record_soon(started, None, error="the call was abandoned", outcome=Outcome.ERROR)
         raise
 
     async def record() -> None:
-        _record_soon(started, result, outcome=Outcome.OK)
+        record_soon(started, result, outcome=Outcome.OK)
 
     # Stored once the answer is sent.
     return JSONResponse(_completion(meta, result), background=BackgroundTask(record))
 
 
 async def _events(meta: dict[str, Any], started: Started) -> AsyncIterator[dict[str, str]]:
-    pieces = 0
     result: ChatResult | None = None
     try:
         yield {"data": _chunk(meta, {"role": "assistant", "content": ""}, None)}
-        async for item in worker_pool().arun(started.chat, started.route, stream=True):
-            if isinstance(item, TokenDelta):
-                if item.text:
-                    pieces += 1
-                    yield {"data": _chunk(meta, {"content": item.text}, None)}
+        async for item in completion_stream(started):
+            if isinstance(item, str):
+                yield {"data": _chunk(meta, {"content": item}, None)}
             else:
                 result = item
     except InferenceError as exc:
-        _failed(started, exc)
         # The stream had started: the status is sent, so the error rides in-band, as
         # OpenAI's own API does.
         yield {"data": json.dumps(_inference_error(exc).body())}
         return
-    except (asyncio.CancelledError, GeneratorExit):
-        # The client hung up (the stream is cancelled at the next token). The tokens so
-        # far were generated, whoever read them: vLLM streams about one token per piece,
-        # which is the best count there is without a usage block.
-        _record_soon(
-            started,
-            None,
-            error="the client disconnected",
-            outcome=Outcome.PARTIAL,
-            completion_tokens=pieces,
-        )
-        raise
     except Exception:
         logger.exception("chat completion failed")
-        _record_soon(started, None, error="internal error", outcome=Outcome.ERROR)
         yield {"data": json.dumps(_INTERNAL.body())}
         return
-    assert result is not None  # the pool ends every stream with its result or raises
+    assert result is not None  # completion_stream ends with the result or raises
     yield {"data": _chunk(meta, {}, result.finish_reason or "stop")}
     if meta["usage"]:
         usage = _completion(meta, result)["usage"]
         final = {**_chunk_body(meta, {}, None), "choices": [], "usage": usage}
         yield {"data": json.dumps(final)}
     yield {"data": "[DONE]"}
-    _record_soon(started, result, outcome=Outcome.OK)
+    record_soon(started, result, outcome=Outcome.OK)
 
 
 async def list_models(request: Request) -> Response:
@@ -529,7 +471,7 @@ async def list_models(request: Request) -> Response:
 
 
 def _models(header: str) -> list[dict[str, Any]]:
-    _connections_checked()
+    connections_checked()
     key = _authenticate(header)
     owner = key.tenant.slug
     bots = Bot.objects.for_tenant(key.tenant_id).filter(is_active=True)

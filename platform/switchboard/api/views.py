@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +13,6 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.db import close_old_connections
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
@@ -35,18 +34,19 @@ from sse_starlette import ServerSentEvent
 
 from connectors.base import InboundMessage
 from connectors.webhook import generate_secret
-from inference import InferenceError
+from inference import ChatResult, InferenceError
 from switchboard.api import serializers as s
 from switchboard.api.completions import (
     API_CHANNEL,
     REFUSAL_MESSAGES,
-    ClientGone,
     CompletionRequest,
     Started,
     api_connector,
     api_executor,
-    completion_run,
+    completion_record,
     completion_start,
+    completion_stream,
+    connections_checked,
 )
 from switchboard.apikeys.models import ApiKey, Scope
 from switchboard.apikeys.services import api_key_create, api_key_revoke
@@ -58,6 +58,8 @@ from switchboard.conversations.services import Refused, message_receive, reply_r
 from switchboard.licensing import replies
 from switchboard.licensing.services import effective_limits
 from switchboard.metering import export, selectors
+from switchboard.metering.models import UsageRecord
+from switchboard.pool.runtime import worker_pool
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorSerializer, description="Invalid input"),
@@ -66,6 +68,8 @@ ERRORS = {
     404: OpenApiResponse(s.ErrorSerializer, description="Not found (or another tenant's)"),
     429: OpenApiResponse(s.ErrorSerializer, description="Rate limited; see Retry-After"),
 }
+
+logger = logging.getLogger(__name__)
 
 
 def _tenant_id(request: Request) -> uuid.UUID:
@@ -243,8 +247,10 @@ def _send_stream(bot: Bot, data: dict[str, Any], conversation: str) -> Streaming
         )
     except Refused as exc:
         raise _refusal(exc) from None
-    # Serialised here: the stream runs in the event loop, where the ORM may not.
+    # Serialised here: the stream runs in the event loop, where the ORM may not. For the
+    # same reason the pool's endpoint list is read (and loaded when due) here.
     first = dict(s.MessageSerializer(started.inbound).data)
+    worker_pool().endpoints()
     response = StreamingHttpResponse(_sse(started, first), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # Tells nginx-style proxies not to buffer the stream.
@@ -256,44 +262,29 @@ def _event(name: str, data: Any) -> bytes:
     return ServerSentEvent(data=json.dumps(data, default=str), event=name).encode()
 
 
+def _stored_reply(started: Started, result: ChatResult) -> dict[str, Any]:
+    connections_checked()
+    reply = completion_record(started, result, outcome=UsageRecord.Outcome.OK)
+    return dict(s.MessageSerializer(reply).data)
+
+
 async def _sse(started: Started, first: dict[str, Any]) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-    cancelled = threading.Event()
-
-    def emit(kind: str, payload: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, (kind, payload))
-
-    def work() -> None:
-        close_old_connections()
-        try:
-            reply = completion_run(
-                started, on_delta=lambda text: emit("delta", text), cancelled=cancelled
-            )
-            emit("done", s.MessageSerializer(reply).data)
-        except InferenceError as exc:
-            emit("error", {"code": "inference_failed", "message": exc.message})
-        except ClientGone:
-            pass
-        except Exception as exc:  # reported in-band: the 200 is already sent
-            emit("error", {"code": "internal_error", "message": str(exc)[:500]})
-        finally:
-            close_old_connections()
-
+    """The model call runs on the event loop (`completion_stream`): a stream holds no
+    thread. `done` carries the stored reply, so it waits for the write."""
     yield _event("message", first)
-    future = loop.run_in_executor(api_executor(), work)
     try:
-        while True:
-            kind, payload = await queue.get()
-            if kind == "delta":
-                yield _event("delta", {"text": payload})
+        async for item in completion_stream(started):
+            if isinstance(item, str):
+                yield _event("delta", {"text": item})
             else:
-                yield _event(kind, payload)
-                break
-    finally:
-        # A client that hung up stops the stream at the next token (recorded partial).
-        cancelled.set()
-        del future
+                loop = asyncio.get_running_loop()
+                stored = await loop.run_in_executor(api_executor(), _stored_reply, started, item)
+                yield _event("done", stored)
+    except InferenceError as exc:
+        yield _event("error", {"code": "inference_failed", "message": exc.message})
+    except Exception as exc:  # reported in-band: the 200 is already sent
+        logger.exception("streamed send failed")
+        yield _event("error", {"code": "internal_error", "message": str(exc)[:500]})
 
 
 # --- connectors ---------------------------------------------------------------------------
