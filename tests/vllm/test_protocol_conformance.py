@@ -25,6 +25,7 @@ Both reject a prompt by its length in characters (13 per token) before tokenisin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -36,11 +37,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inference import (
+    AsyncVLLMClient,
     ChatRequest,
+    ChatResult,
     ContextTooLong,
     Endpoint,
+    Pool,
     RequestRejected,
     Timeouts,
+    TokenDelta,
     VLLMClient,
 )
 
@@ -433,6 +438,63 @@ def test_client_rejects_unknown_model(client: VLLMClient, stream: bool) -> None:
     with pytest.raises(RequestRejected) as caught:
         client.chat(request, stream=stream)
     assert caught.value.status_code == 404
+
+
+# -- the async client and pool (the OpenAI-compatible endpoint's path) -------------------
+
+
+def _async_endpoint(server_url: str, server_kind: str) -> Endpoint:
+    return Endpoint(name=f"conformance-async-{server_kind}", url=server_url, model=MODEL)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_async_client_accounts_tokens_as_the_sync_client(
+    client: VLLMClient, server_url: str, server_kind: str, stream: bool
+) -> None:
+    request = ChatRequest(model=MODEL, messages=HELLO, max_tokens=8, temperature=0)
+
+    async def main() -> tuple[ChatResult, list[str]]:
+        pieces: list[str] = []
+        async with AsyncVLLMClient(
+            _async_endpoint(server_url, server_kind),
+            timeouts=Timeouts(connect=5, first_token=60, total=120),
+        ) as aclient:
+            if not stream:
+                return await aclient.chat(request, stream=False), pieces
+            async for item in aclient.stream_chat(request):
+                if isinstance(item, TokenDelta):
+                    pieces.append(item.text)
+                else:
+                    return item, pieces
+        raise AssertionError("the stream ended without a result")
+
+    result, pieces = asyncio.run(main())
+    expected = client.chat(request, stream=stream)
+    # The same prompt is the same number of tokens, whichever client sent it.
+    assert result.prompt_tokens == expected.prompt_tokens > 0
+    assert 0 < result.completion_tokens <= 8
+    assert result.finish_reason in {"stop", "length"}
+    if stream:
+        assert "".join(pieces) == result.text
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_async_pool_raises_context_too_long_without_failing_over(
+    server_url: str, server_kind: str, stream: bool
+) -> None:
+    endpoint = _async_endpoint(server_url, server_kind)
+    pool = Pool([endpoint])
+    request = ChatRequest(model=MODEL, messages=OVER_BY_TOKENS, max_tokens=8, temperature=0)
+
+    async def main() -> None:
+        try:
+            await pool.achat(request, stream=stream)
+        finally:
+            await pool.aclose()
+
+    with pytest.raises(ContextTooLong):
+        asyncio.run(main())
+    assert pool.admission.in_flight(endpoint) == 0
 
 
 # -- the official OpenAI SDK --------------------------------------------------------------
