@@ -150,3 +150,35 @@ def test_a_client_that_hangs_up_stops_the_generation_and_is_partial(
     assert usage.completion_tokens >= 3
     inbound = Message.objects.get(pk=usage.message_id)
     assert inbound.status == "failed" and inbound.error == "the client disconnected"
+
+
+def test_a_rest_stream_send_is_cancelled_when_its_client_hangs_up(
+    one_thread_web: str, slow_simulator: str, key: str, bot: Any, tenant: Any
+) -> None:
+    from switchboard.metering.models import UsageRecord
+
+    with (
+        httpx.Client() as http,
+        http.stream(
+            "POST",
+            f"{one_thread_web}/api/v1/bots/{bot.pk}/messages/",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"user": "erin", "text": "Tell me a long story", "mode": "stream"},
+            timeout=60,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        deltas = 0
+        for line in response.iter_lines():
+            deltas += line == "event: delta"
+            if deltas >= 3:
+                break
+    wait_until(
+        lambda: _running(slow_simulator) == 0, timeout=8, what="the generation to be abandoned"
+    )
+    usage = wait_until(
+        lambda: UsageRecord.objects.filter(tenant=tenant).first(),
+        timeout=15,
+        what="the call in the ledger",
+    )
+    assert usage.outcome == "partial" and usage.completion_tokens >= 3
