@@ -17,13 +17,13 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from inference.aclient import AsyncVLLMClient
-from inference.admission import AdmissionController, NoCandidates
+from inference.admission import AdmissionController, NoCandidates, Slot
 from inference.breaker import BreakerState, CircuitBreaker
 from inference.client import VLLMClient
 from inference.discovery import Discovery, StaticDiscovery
@@ -229,30 +229,14 @@ class Pool:
     ) -> Iterator[TokenDelta | ChatResult]:
         """`stream()` with a choice: `stream=False` asks each endpoint for one JSON
         response, so nothing but the final `ChatResult` is yielded."""
-        started = self._clock()
-        deadline = started + (ctx.deadline_s if ctx.deadline_s is not None else self.timeouts.total)
-        tried: set[str] = set()
-        attempts: list[InferenceError] = []
-        queued_s = 0.0
+        call = _Call(self, request, ctx)
         while True:
-            exclude = frozenset(tried)
             try:
-                slot = self.admission.acquire(
-                    lambda ex=exclude: self.candidates(request, ctx, ex), ctx, deadline
-                )
-            except NoCandidates:
-                raise self._unavailable(request, attempts) from None
-            except Busy as busy:
-                if not attempts:
-                    raise
-                # Failing over found no free capacity in time: report what was tried.
-                raise PoolUnavailable([*attempts, busy]) from busy
-            queued_s += slot.waited_s
-            endpoint = slot.endpoint
-            tried.add(endpoint.url)
-            breaker = self.breaker(endpoint)
+                slot = self.admission.acquire(call.ranker(), ctx, call.deadline)
+            except (NoCandidates, Busy) as exc:
+                raise call.refused(exc) from None
+            endpoint, breaker, budget = call.granted(slot)
             client = self._client(endpoint)
-            budget = deadline - self._clock()
             recorded = False
             try:
                 if stream:
@@ -268,9 +252,7 @@ class Pool:
                         # Free the slot before handing over the result: a caller that
                         # stops iterating here would otherwise hold it until GC.
                         slot.release()
-                        yield dataclasses.replace(
-                            item, queued_ms=queued_s * 1000.0, attempts=len(tried)
-                        )
+                        yield call.result(item)
                         return
                     yield item
             except PartialFailure:
@@ -279,8 +261,8 @@ class Pool:
                 raise
             except InferenceError as exc:
                 recorded = True
-                if self._settle_failure(exc, endpoint, breaker, deadline, attempts):
-                    raise PoolUnavailable(attempts) from exc
+                if call.failed(exc, endpoint, breaker):
+                    raise PoolUnavailable(call.attempts) from exc
             finally:
                 if not recorded:
                     # Abandoned by the caller (or an unexpected error): no verdict on the
@@ -306,92 +288,40 @@ class Pool:
         The endpoints come from the discovery as `run` reads them: a discovery that loads
         them from somewhere slow must not do so on the event loop (see
         `switchboard.pool.runtime.DatabaseDiscovery`)."""
-        started = self._clock()
-        deadline = started + (ctx.deadline_s if ctx.deadline_s is not None else self.timeouts.total)
-        tried: set[str] = set()
-        attempts: list[InferenceError] = []
-        queued_s = 0.0
+        call = _Call(self, request, ctx)
         while True:
-            exclude = frozenset(tried)
             try:
-                slot = await self.admission.acquire_async(
-                    lambda ex=exclude: self.candidates(request, ctx, ex), ctx, deadline
-                )
-            except NoCandidates:
-                raise self._unavailable(request, attempts) from None
-            except Busy as busy:
-                if not attempts:
-                    raise
-                raise PoolUnavailable([*attempts, busy]) from busy
-            queued_s += slot.waited_s
-            endpoint = slot.endpoint
-            tried.add(endpoint.url)
-            breaker = self.breaker(endpoint)
+                slot = await self.admission.acquire_async(call.ranker(), ctx, call.deadline)
+            except (NoCandidates, Busy) as exc:
+                raise call.refused(exc) from None
+            endpoint, breaker, budget = call.granted(slot)
             client = self._aclient(endpoint)
-            budget = deadline - self._clock()
             recorded = False
             try:
                 if stream:
-                    async for item in client.stream_chat(request, budget_s=budget):
-                        if isinstance(item, ChatResult):
-                            breaker.record_success()
-                            recorded = True
-                            slot.release()
-                            yield dataclasses.replace(
-                                item, queued_ms=queued_s * 1000.0, attempts=len(tried)
-                            )
-                            return
-                        yield item
+                    items = client.stream_chat(request, budget_s=budget)
                 else:
-                    result = await client.chat(request, stream=False, budget_s=budget)
-                    breaker.record_success()
-                    recorded = True
-                    slot.release()
-                    yield dataclasses.replace(
-                        result, queued_ms=queued_s * 1000.0, attempts=len(tried)
-                    )
-                    return
+                    items = _one(client.chat(request, stream=False, budget_s=budget))
+                async for item in items:
+                    if isinstance(item, ChatResult):
+                        breaker.record_success()
+                        recorded = True
+                        slot.release()
+                        yield call.result(item)
+                        return
+                    yield item
             except PartialFailure:
                 breaker.record_failure()
                 recorded = True
                 raise
             except InferenceError as exc:
                 recorded = True
-                if self._settle_failure(exc, endpoint, breaker, deadline, attempts):
-                    raise PoolUnavailable(attempts) from exc
+                if call.failed(exc, endpoint, breaker):
+                    raise PoolUnavailable(call.attempts) from exc
             finally:
                 if not recorded:
                     breaker.release()
                 slot.release()
-
-    def _settle_failure(
-        self,
-        exc: InferenceError,
-        endpoint: Endpoint,
-        breaker: CircuitBreaker,
-        deadline: float,
-        attempts: list[InferenceError],
-    ) -> bool:
-        """Judge an endpoint by a failure before the first token. Re-raises what no other
-        endpoint would answer differently; True when the deadline leaves no time to fail
-        over, False to try the next endpoint."""
-        if not exc.retryable:
-            # The request's own fault (e.g. context too long): the endpoint is fine.
-            breaker.release()
-            raise exc
-        if isinstance(exc, InferenceTimeout) and self._clock() >= deadline:
-            # The caller's own deadline ran out: no verdict on the endpoint.
-            breaker.release()
-        else:
-            breaker.record_failure()
-        attempts.append(exc)
-        logger.warning(
-            "endpoint %s failed before the first token (%s: %s); failing over",
-            endpoint.name,
-            type(exc).__name__,
-            exc.message,
-        )
-        return self._clock() >= deadline
 
     def _unavailable(self, request: ChatRequest, attempts: list[InferenceError]) -> PoolUnavailable:
         if attempts:
@@ -429,3 +359,68 @@ class Pool:
             if client is None:
                 client = self._aclients[endpoint.url] = self._aclient_factory(endpoint)
             return client
+
+
+async def _one(result: Awaitable[ChatResult]) -> AsyncIterator[ChatResult]:
+    yield await result
+
+
+class _Call:
+    """One request's way through the pool: the bookkeeping `run` and `arun` share
+    (deadline, endpoints tried, failures, time queued), apart from their I/O."""
+
+    def __init__(self, pool: Pool, request: ChatRequest, ctx: RouteContext) -> None:
+        self.pool = pool
+        self.request = request
+        self.ctx = ctx
+        budget = ctx.deadline_s if ctx.deadline_s is not None else pool.timeouts.total
+        self.deadline = pool._clock() + budget
+        self.tried: set[str] = set()
+        self.attempts: list[InferenceError] = []
+        self.queued_s = 0.0
+
+    def ranker(self) -> Callable[[], list[Endpoint]]:
+        exclude = frozenset(self.tried)
+        return lambda: self.pool.candidates(self.request, self.ctx, exclude)
+
+    def refused(self, exc: NoCandidates | Busy) -> InferenceError:
+        """What to raise when admission gives no slot."""
+        if isinstance(exc, NoCandidates):
+            return self.pool._unavailable(self.request, self.attempts)
+        if not self.attempts:
+            return exc
+        # Failing over found no free capacity in time: report what was tried.
+        return PoolUnavailable([*self.attempts, exc])
+
+    def granted(self, slot: Slot) -> tuple[Endpoint, CircuitBreaker, float]:
+        """The slot's endpoint, its breaker and the time left for the attempt."""
+        self.queued_s += slot.waited_s
+        self.tried.add(slot.endpoint.url)
+        budget = self.deadline - self.pool._clock()
+        return slot.endpoint, self.pool.breaker(slot.endpoint), budget
+
+    def result(self, item: ChatResult) -> ChatResult:
+        return dataclasses.replace(item, queued_ms=self.queued_s * 1000.0, attempts=len(self.tried))
+
+    def failed(self, exc: InferenceError, endpoint: Endpoint, breaker: CircuitBreaker) -> bool:
+        """Judge an endpoint by a failure before the first token. Re-raises what no other
+        endpoint would answer differently; True when the deadline leaves no time to fail
+        over, False to try the next endpoint."""
+        if not exc.retryable:
+            # The request's own fault (e.g. context too long): the endpoint is fine.
+            breaker.release()
+            raise exc
+        late = self.pool._clock() >= self.deadline
+        if isinstance(exc, InferenceTimeout) and late:
+            # The caller's own deadline ran out: no verdict on the endpoint.
+            breaker.release()
+        else:
+            breaker.record_failure()
+        self.attempts.append(exc)
+        logger.warning(
+            "endpoint %s failed before the first token (%s: %s); failing over",
+            endpoint.name,
+            type(exc).__name__,
+            exc.message,
+        )
+        return self.pool._clock() >= self.deadline
