@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -15,7 +14,6 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
-from django.utils import timezone
 
 from connectors.base import InboundMessage
 
@@ -131,36 +129,8 @@ def _console_inbound(user_id: str, text: str = "hello") -> InboundMessage:
     )
 
 
-def _licence(tenant: Any, **limits: Any) -> None:
-    from switchboard.licensing.models import Licence
-    from switchboard.licensing.services import limits_cache_clear
-
-    now = timezone.now()
-    columns: dict[str, Any] = {
-        "mau_limit": None,
-        "monthly_tokens": None,
-        "tenant_messages_per_minute": None,
-        "user_messages_per_minute": None,
-        "connector_kinds": [],
-        "max_bots": None,
-        "enforcement": "hard",
-        **limits,
-    }
-    Licence.objects.create(
-        tenant=tenant,
-        licence_id=uuid.uuid4(),
-        key_id="test",
-        document="{}",
-        issued_at=now,
-        valid_from=now - timedelta(days=1),
-        valid_until=now + timedelta(days=365),
-        **columns,
-    )
-    limits_cache_clear()
-
-
 @pytest.mark.django_db
-def test_console_users_are_not_counted_in_mau_nor_refused_for_their_kind(bot):
+def test_console_users_are_not_counted_in_mau_nor_refused_for_their_kind(bot, licence_for):
     """A tenant at its MAU cap, licensed for webhooks only, can still test its bots."""
     from switchboard.bots.services import connector_create_webhook
     from switchboard.console.consumers import console_connector
@@ -169,7 +139,7 @@ def test_console_users_are_not_counted_in_mau_nor_refused_for_their_kind(bot):
     from switchboard.licensing.services import limits_cache_clear
     from switchboard.metering.models import MauCounter, ModelActiveUser, MonthlyActiveUser
 
-    _licence(bot.tenant, mau_limit=0, connector_kinds=["webhook"])
+    licence_for(bot.tenant, mau_limit=0, connector_kinds=["webhook"])
     try:
         console = console_connector(bot)
         message = message_receive(connector=console, inbound=_console_inbound("7")).message

@@ -5,19 +5,14 @@ threshold alert reaches the tenant's alert webhook, signed."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from connectors.webhook import generate_secret
 from switchboard.conversations.models import Message
-from switchboard.licensing.models import Licence
-from switchboard.licensing.services import limits_cache_clear
 from switchboard.metering.models import Alert, MauCounter, UsageRecord
 from tests.support.receiver import CallbackReceiver
 from tests.support.waiting import wait_until
@@ -37,22 +32,6 @@ def _replies_settled(count: int) -> None:
     )
 
 
-def _licence(tenant: Any, **limits: Any) -> None:
-    now = timezone.now()
-    Licence.objects.create(
-        tenant=tenant,
-        licence_id=uuid.uuid4(),
-        key_id="test",
-        document="{}",
-        issued_at=now,
-        valid_from=now - timedelta(days=1),
-        valid_until=now + timedelta(days=30),
-        enforcement="hard",
-        **limits,
-    )
-    limits_cache_clear()
-
-
 def test_answered_message_leaves_one_usage_record_and_one_mau(
     worker: None,
     endpoint: Any,
@@ -60,8 +39,9 @@ def test_answered_message_leaves_one_usage_record_and_one_mau(
     connector: Any,
     receiver: CallbackReceiver,
     post_webhook: Callable[..., Any],
+    licence_for: Callable[..., Any],
 ) -> None:
-    _licence(tenant, mau_limit=10)
+    licence_for(tenant, mau_limit=10)
     for n in range(2):
         body = {"message_id": f"m-{n}", "user_id": "alice", "text": f"question {n}"}
         assert post_webhook(connector, body).status_code == 202
@@ -89,13 +69,14 @@ def test_mau_alert_reaches_the_tenants_alert_webhook_signed(
     tenant: Any,
     connector: Any,
     post_webhook: Callable[..., Any],
+    licence_for: Callable[..., Any],
 ) -> None:
     secret = generate_secret()
     with CallbackReceiver() as alerts:
         tenant.alert_webhook_url = alerts.url
         tenant.alert_webhook_secret = secret
         tenant.save()
-        _licence(tenant, mau_limit=2)
+        licence_for(tenant, mau_limit=2)
         body = {"message_id": "m-1", "user_id": "alice", "text": "hi"}
         assert post_webhook(connector, body).status_code == 202
         # 1 of 2 is 50 %: nothing yet. The second user is 100 % and crosses all three.
