@@ -124,20 +124,11 @@ def test_streams_outnumber_the_api_threads(
             assert data[-1] == "data: [DONE]"
 
 
-def test_a_client_that_hangs_up_stops_the_generation_and_is_partial(
-    one_thread_web: str, slow_simulator: str, key: str, bot: Any, tenant: Any
-) -> None:
-    from switchboard.conversations.models import Message
+def _abandoned(slow_simulator: str, tenant: Any) -> Any:
+    """After a client hung up three pieces into a 400-token reply: the generation stops
+    upstream (400 tokens take 12 s) and the call is in the ledger as partial."""
     from switchboard.metering.models import UsageRecord
 
-    with httpx.Client() as http, _stream(http, one_thread_web, key, bot, max_tokens=400) as r:
-        content = 0
-        for line in r.iter_lines():
-            if '"content":' in line and '"content": ""' not in line and '"content":""' not in line:
-                content += 1
-            if content >= 3:
-                break
-    # 400 tokens take 12 s; the upstream request ends well before that.
     wait_until(
         lambda: _running(slow_simulator) == 0, timeout=8, what="the generation to be abandoned"
     )
@@ -148,6 +139,22 @@ def test_a_client_that_hangs_up_stops_the_generation_and_is_partial(
     )
     assert usage.outcome == "partial"
     assert usage.completion_tokens >= 3
+    return usage
+
+
+def test_a_client_that_hangs_up_stops_the_generation_and_is_partial(
+    one_thread_web: str, slow_simulator: str, key: str, bot: Any, tenant: Any
+) -> None:
+    from switchboard.conversations.models import Message
+
+    with httpx.Client() as http, _stream(http, one_thread_web, key, bot, max_tokens=400) as r:
+        content = 0
+        for line in r.iter_lines():
+            if '"content":' in line and '"content": ""' not in line and '"content":""' not in line:
+                content += 1
+            if content >= 3:
+                break
+    usage = _abandoned(slow_simulator, tenant)
     inbound = Message.objects.get(pk=usage.message_id)
     assert inbound.status == "failed" and inbound.error == "the client disconnected"
 
@@ -155,7 +162,6 @@ def test_a_client_that_hangs_up_stops_the_generation_and_is_partial(
 def test_a_rest_stream_send_is_cancelled_when_its_client_hangs_up(
     one_thread_web: str, slow_simulator: str, key: str, bot: Any, tenant: Any
 ) -> None:
-    from switchboard.metering.models import UsageRecord
 
     with (
         httpx.Client() as http,
@@ -173,12 +179,4 @@ def test_a_rest_stream_send_is_cancelled_when_its_client_hangs_up(
             deltas += line == "event: delta"
             if deltas >= 3:
                 break
-    wait_until(
-        lambda: _running(slow_simulator) == 0, timeout=8, what="the generation to be abandoned"
-    )
-    usage = wait_until(
-        lambda: UsageRecord.objects.filter(tenant=tenant).first(),
-        timeout=15,
-        what="the call in the ledger",
-    )
-    assert usage.outcome == "partial" and usage.completion_tokens >= 3
+    _abandoned(slow_simulator, tenant)
