@@ -6,9 +6,9 @@ locale, two-factor, audit) is for the console, not for Bearer-token machine call
 
 A call is three steps. What needs the database runs in a thread (`api_executor`):
 authentication, validation and admission before the model call (`_begin`), the ledger
-write after the answer has gone out (`_record_soon`). The model call itself runs on the
-event loop (`Pool.arun`, aiohttp), so a completion that streams for a minute holds no
-thread, and a client that hangs up cancels it at once.
+write after the answer has gone out (`completions.record_soon`). The model call itself
+runs on the event loop (`Pool.arun`, aiohttp), so a completion that streams for a minute
+holds no thread, and a client that hangs up cancels it at once.
 
 Authentication is the tenant's API key (scope `chat`) as a Bearer token. `model` names
 one of the tenant's bots, or a model the pool serves (answered by a bot of that name,
